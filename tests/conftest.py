@@ -1,0 +1,25 @@
+import os
+from pathlib import Path
+import pytest
+import torch
+
+torch.set_num_threads(int(os.environ.get('MULTICLUST_THREADS', '2')))
+REPO = Path(__file__).resolve().parents[1]
+
+def shared_data_root():
+    "The benchmark datasets: $MULTICLUST_DATA, else ../shared/data beside the checkout; None if absent."
+    for p in (os.environ.get('MULTICLUST_DATA'), REPO.parent / 'shared' / 'data'):
+        if p and Path(p).is_dir(): return Path(p)
+    return None
+
+@pytest.fixture
+def data_root():
+    root = shared_data_root()
+    if root is None:
+        pytest.skip("benchmark data not found: set MULTICLUST_DATA or put the sets in ../shared/data")
+    return root
+
+@pytest.fixture(scope='session')
+def offline_encoder():
+    from multiclust.clip import load_encoder
+    return load_encoder('offline')
