@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+from .clip import open_image, ImageDecodeError
 
 # %% auto #0
 __all__ = ['REGISTRY', 'IMAGE_EXTS', 'SYNTH_VERSION', 'SYNTH_COLORS', 'SYNTH_SHAPES', 'SYNTH_SIZES', 'SYNTH_BACKGROUNDS',
@@ -131,14 +132,9 @@ def _check_relpath(p: str, csv_path, ln) -> str:
 
 # %% ../nbs/01_data.ipynb #94659ebe
 def _load_rgb(path: Path) -> Image.Image:
-    "Decode one image fully and return it as RGB (grayscale, palette and alpha images converted)."
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ('RGBA', 'LA', 'PA') or (im.mode == 'P' and 'transparency' in im.info): im = im.convert('RGBA')
-            return im.convert('RGB')
-    except FileNotFoundError: raise DataError(f"image file not found: {path}") from None
-    except Exception as e: raise DataError(f"cannot decode image {path}: {type(e).__name__}: {e}") from None
+    "Decode one image as RGB through the encoder seam's `open_image`; failures become a `DataError` naming the file."
+    try: return open_image(path)
+    except ImageDecodeError as e: raise DataError(str(e)) from None
 
 class Dataset:
     "Images of one folder with their labels for each concept; images are decoded on demand, one at a time."
