@@ -1,0 +1,192 @@
+"Multi-Sub (multiclust.proxy, multiclust.losses, multiclust.multisub): exact fast paths, bad input, determinism, integration."
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from multiclust.clip import PromptError, load_openclip, tiny_clip
+from multiclust.proxy import (Proxies, PrefixCachedTextPath, TruncatedTextPath, compare_paths, make_text_path,
+                              prefix_cache_supported, reference_embeddings)
+from multiclust.multisub import ClusterResult, MultiSub, kmeans
+
+TPL = 'a fruit with the color of *'
+WORDS = ['red', 'yellow', 'green', 'dark blue', 'purple']
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    "Generated data and features go to a temporary cache, never to ~/.cache."
+    monkeypatch.setenv('MULTICLUST_CACHE', str(tmp_path / 'cache'))
+
+
+@pytest.fixture(scope='module')
+def clip_small():
+    "A random open_clip tower a bit larger than tiny (4 layers, width 64, 4 heads) so the attention has real heads."
+    cfg = dict(embed_dim=48, vision_cfg=dict(image_size=32, layers=1, width=32, patch_size=8, head_width=16),
+               text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=4, layers=4))
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        return load_openclip(cfg, pretrained=None)
+
+
+def _proxies(enc, n=24, seed=0, dtype=torch.float32):
+    Z = reference_embeddings(enc, WORDS)
+    return Proxies(Z, n, init_std=2.0, generator=torch.Generator().manual_seed(seed))().detach().to(dtype)
+
+
+# ---------------------------------------------------------------- fast path == plain path
+@pytest.mark.parametrize('template', [TPL, '* fruit', 'a close-up photo of a * on a wooden kitchen table'])
+@pytest.mark.parametrize('mode', ['prefix-cache', 'truncate'])
+def test_openclip_fast_path_equals_plain_fp32(clip_small, template, mode):
+    r = compare_paths(clip_small, template, _proxies(clip_small), fast=mode)
+    assert r['fast'] == mode
+    assert r['max_abs_diff'] < 1e-5, r
+    assert r['max_rel_grad_diff'] < 1e-5, r
+
+
+@pytest.mark.parametrize('mode', ['prefix-cache', 'truncate'])
+def test_openclip_fast_path_equals_plain_fp64(clip_small, mode):
+    enc = copy.deepcopy(clip_small).double()
+    r = compare_paths(enc, TPL, _proxies(enc, dtype=torch.float64), fast=mode)
+    assert r['max_abs_diff'] < 1e-10 and r['max_rel_grad_diff'] < 1e-10, r
+
+
+def test_fast_is_prefix_cache_for_openclip(clip_small):
+    p = make_text_path(clip_small, TPL)
+    assert isinstance(p, PrefixCachedTextPath) and p.P == 7 and p.ids.shape == (1, 9) and p.eot == 1
+    with torch.no_grad():                                            # a real word at `*` = encode_text of the spelt-out prompt
+        red = clip_small.token_embeddings(clip_small._word_ids('red')[None])[0]
+        assert torch.allclose(p(red), clip_small.encode_text([TPL.replace('*', 'red')]), atol=1e-5)
+
+
+def test_offline_fast_path_is_truncation_and_exact(offline_encoder):
+    assert prefix_cache_supported(offline_encoder) is not None       # bidirectional MiniLM: no prefix cache
+    with pytest.raises(NotImplementedError, match='prefix cache unavailable'):
+        PrefixCachedTextPath(offline_encoder, TPL)
+    p = make_text_path(offline_encoder, TPL)
+    assert isinstance(p, TruncatedTextPath) and p.kind == 'truncate'
+    r = compare_paths(offline_encoder, TPL, _proxies(offline_encoder, n=8), fast='fast')
+    assert r['max_abs_diff'] < 1e-5 and r['max_rel_grad_diff'] < 1e-5, r
+    enc = copy.deepcopy(offline_encoder).double()
+    r = compare_paths(enc, TPL, _proxies(enc, n=4, dtype=torch.float64), fast='fast')
+    assert r['max_abs_diff'] < 1e-10 and r['max_rel_grad_diff'] < 1e-10, r
+
+
+def test_offline_padding_truncation_is_exact(offline_encoder):
+    "Cutting padding columns of a padded batch changes nothing (masked keys, masked mean pooling)."
+    from multiclust.proxy import _n_real_tokens
+    enc = offline_encoder
+    ids = enc.tokenize([TPL, 'a fruit with the color of * seen in a very long and wordy prompt that pads the first row'])
+    row = ids[:1]
+    n = _n_real_tokens(enc, row)
+    assert n < ids.shape[1]
+    w = _proxies(enc, n=1).requires_grad_(True)
+    outs, grads = [], []
+    for x in (row, row[:, :n]):
+        e = enc.token_embeddings(x).detach().clone()
+        e = torch.cat([e[:, :7], w[:, None], e[:, 8:]], 1)
+        o = enc.encode_tokens(x, e)
+        g, = torch.autograd.grad(o.sin().sum(), w)
+        outs.append(o.detach()); grads.append(g)
+    assert (outs[0] - outs[1]).abs().max() < 1e-5
+    assert (grads[0] - grads[1]).abs().max() / grads[0].abs().max() < 1e-5
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.fixture(scope='module')
+def enc():
+    return tiny_clip()
+
+
+@pytest.fixture(scope='module')
+def feats(enc):
+    return torch.randn(30, enc.feature_dim, generator=torch.Generator().manual_seed(0))
+
+
+def _ms(enc, **kw):
+    return MultiSub(enc, **{**dict(rounds=1, phase1_epochs=1, phase2_epochs=1, batch_size=16, n_init=1), **kw})
+
+
+def test_bad_k(enc, feats):
+    with pytest.raises(ValueError, match='at least 2 clusters'): _ms(enc).fit_features(feats, TPL, WORDS, 1)
+    with pytest.raises(ValueError, match=r'larger than the number of images \(30\)'): _ms(enc).fit_features(feats, TPL, WORDS, 31)
+
+
+def test_bad_words(enc, feats):
+    with pytest.raises(PromptError, match='empty reference word list'): _ms(enc).fit_features(feats, TPL, [], 3)
+    with pytest.raises(PromptError, match=r"'\\x00'"): _ms(enc).fit_features(feats, TPL, ['red', '\x00'], 3)
+    with pytest.raises(PromptError, match="'  '"): _ms(enc).fit_features(feats, TPL, ['red', '  '], 3)
+    with pytest.raises(PromptError, match="exactly one"): _ms(enc).fit_features(feats, 'a fruit', WORDS, 3)
+
+
+def test_bad_features(enc, feats):
+    f = feats.clone(); f[4, 0] = float('nan')
+    with pytest.raises(ValueError, match=r'rows \[4\]'): _ms(enc).fit_features(f, TPL, WORDS, 3)
+    with pytest.raises(ValueError, match='features must be'): _ms(enc).fit_features(feats[:, :5], TPL, WORDS, 3)
+
+
+def test_nonfinite_loss_stops_and_keeps_state(enc, feats):
+    r = _ms(enc, rounds=2, lr_latent=float('inf')).fit_features(feats, TPL, WORDS, 3)
+    assert r.status == 'nonfinite'
+    assert 'round 0, phase I, epoch 0' in r.message
+    assert r.history[-1]['event'] == 'nonfinite'
+    assert np.isfinite(r.embeddings['token+image']).all() and len(r.labels) == 30
+
+
+def test_bad_concept_and_k_on_dataset(tmp_path):
+    from multiclust.data import make_synthetic, DataError
+    ds = make_synthetic(root=tmp_path, n=12, size=32)
+    enc = tiny_clip()
+    with pytest.raises(DataError, match=r"no concept 'flavour'.*'color'"): _ms(enc).fit(ds, 'flavour', words=WORDS)
+    with pytest.raises(ValueError, match='at least 2 clusters'): _ms(enc).fit(ds, 'color', k=1, words=WORDS)
+    with pytest.raises(ValueError, match=r'larger than the number of images \(12\)'): _ms(enc).fit(ds, 'color', k=13, words=WORDS)
+    with pytest.raises(PromptError, match=r"'\\x00'"): _ms(enc).fit(ds, 'color', words=['red', '\x00'])
+    r = _ms(enc).fit(ds, 'color', words=WORDS, cache_dir=tmp_path / 'feat')
+    assert r.k == ds.n_clusters('color') and r.dataset == ds.name and r.word_source == 'user'
+    assert set(r.metrics) >= {'nmi', 'ri', 'ari', 'acc', 'pseudo_nmi', 'pseudo_ri'}
+
+
+# ---------------------------------------------------------------- determinism, no shared state
+def test_deterministic_and_encoder_untouched(enc, feats):
+    w0 = copy.deepcopy(enc.state_dict())
+    kw = dict(rounds=2, phase1_epochs=2, phase2_epochs=2, n_init=2, threads=1)
+    a = _ms(enc, seed=5, **kw).fit_features(feats, TPL, WORDS, 3)
+    b = _ms(enc, seed=5, **kw).fit_features(feats, TPL, WORDS, 3)
+    assert np.array_equal(a.labels, b.labels)
+    for name in a.embeddings: assert np.array_equal(a.embeddings[name], b.embeddings[name]), name
+    assert [h.get('loss') for h in a.history] == [h.get('loss') for h in b.history]
+    w1 = enc.state_dict()
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)                # no fit changes the shared encoder
+    assert a.params['threads_used'] == 1 and torch.get_num_threads() != 0
+
+
+def test_result_fields(enc, feats):
+    true = np.arange(30) % 3
+    r = _ms(enc).fit_features(feats, TPL, WORDS, 3, true_labels=true, dataset='random', concept='color')
+    assert isinstance(r, ClusterResult) and r.method == 'multi-sub' and r.k == 3
+    assert {'proxy_weights', 'proxy_token', 'proxy_text', 'prompt_text', 'image', 'token+image', 'prompt+image',
+            'pseudo_labels'} <= set(r.embeddings)
+    assert r.encoder['encoder'] == 'tiny' and r.words == WORDS and r.runtime_s > 0
+    row = r.row()
+    assert row['method'] == 'multi-sub' and row['n_images'] == 30 and 'nmi' in row and row['status'] == 'ok'
+    assert np.allclose(r.embeddings['proxy_weights'].sum(1), 1, atol=1e-5)
+
+
+def test_kmeans_separates_blobs():
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(c, .05, (8, 3)) for c in (0, 1, 2)])
+    lab = kmeans(X, 3, seed=0, n_init=2)
+    assert all(len(set(lab[i:i + 8])) == 1 for i in (0, 8, 16)) and len(set(lab)) == 3
+
+
+# ---------------------------------------------------------------- real data (skips without it)
+def test_multisub_on_cars_subset(data_root, offline_encoder, tmp_path):
+    from multiclust.data import load_dataset
+    ds = load_dataset('cars', root=data_root)
+    sub = ds.subset(np.random.default_rng(0).choice(len(ds), 24, replace=False))
+    r = MultiSub(offline_encoder, rounds=1, phase1_epochs=1, phase2_epochs=1, n_init=2, text_embeddings=False).fit(
+        sub, 'type', cache_dir=tmp_path)
+    assert r.status == 'ok' and r.word_source in ('authored', 'llm') and len(r.words) >= 2
+    assert r.labels.shape == (24,) and 0 <= r.metrics['nmi'] <= 1
+    assert r.params['template'] == 'a car with the type of *' and r.params['text_path_kind'] == 'truncate'
