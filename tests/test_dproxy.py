@@ -114,8 +114,9 @@ def test_infinite_lr_is_caught(enc, planted):
 
 # ---------------------------------------------------------------- the method's mechanics
 def test_pruning_halves_every_R_epochs_and_keeps_best(enc, planted):
+    "With the nearest-centre score (score='max') each planted mode keeps its own word (chapter 04's planted run)."
     feats, true = planted
-    r = _fit(enc, feats, true=true, epochs=6, prune_every=2, M=3, n_init=3)
+    r = _fit(enc, feats, true=true, epochs=6, prune_every=2, M=3, n_init=3, score='max')
     prunes = [h for h in r.history if h['event'] == 'prune']
     assert [(h['epoch'], h['n_before'], h['n_after']) for h in prunes] == [(1, 24, 12), (3, 12, 6), (5, 6, 3)]
     for h in prunes:
