@@ -17,7 +17,7 @@ from .clip import open_image, ImageDecodeError
 __all__ = ['REGISTRY', 'IMAGE_EXTS', 'SYNTH_VERSION', 'SYNTH_COLORS', 'SYNTH_SHAPES', 'SYNTH_SIZES', 'SYNTH_BACKGROUNDS',
            'SYNTH_CONCEPTS', 'ConceptSpec', 'DatasetSpec', 'DataError', 'data_root', 'cache_root', 'Dataset',
            'load_dataset', 'synthetic_combos', 'synthetic_attributes', 'render', 'make_synthetic', 'feature_cache_dir',
-           'feature_cache_key', 'extract_features', 'convert_concept_tree']
+           'feature_cache_key', 'shard_ranges', 'extract_features', 'extract_main', 'convert_concept_tree']
 
 # %% ../nbs/01_data.ipynb #99d53331
 @dataclass
@@ -418,20 +418,70 @@ def _load_tensor(path: Path, rows: int, dim: int):
     path.unlink(missing_ok=True)
     return None
 
+# %% ../nbs/01_data.ipynb #f2b3c4d5
+def _dist_world():
+    "(rank, world_size, local_rank) of an initialised `torch.distributed` group, else (0, 1, 0)."
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        r = dist.get_rank()
+        return r, dist.get_world_size(), int(os.environ.get('LOCAL_RANK', r))
+    return 0, 1, 0
+
+def shard_ranges(n: int, batch_size: int, rank: int = 0, world_size: int = 1) -> list[tuple[int, int]]:
+    "Row ranges `(start, end)` of the cache shards that `rank` of `world_size` computes: shard `i` goes to rank `i % world_size`."
+    if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+    return [(s, min(s + batch_size, n)) for i, s in enumerate(range(0, n, batch_size)) if i % world_size == rank]
+
+def _gather_rows(parts: dict, ranges, n: int, dim: int, chunk_rows: int = 1 << 16):
+    '''Every rank's shards joined into the full `(n, dim)` tensor on every rank. Each row is owned by one rank and
+    is zero elsewhere; the buffers are summed as raw bytes (`uint8` all-reduce), so the result is bitwise what the
+    owner computed (-0.0 and NaN included), on gloo and NCCL alike. Done in chunks of ~`chunk_rows` rows.'''
+    import torch, torch.distributed as dist
+    codes = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+    dt = torch.tensor([max((codes.index(p.dtype) for p in parts.values()), default=-1)])
+    dev = torch.device('cuda', torch.cuda.current_device()) if dist.get_backend() == 'nccl' else torch.device('cpu')
+    dt = dt.to(dev); dist.all_reduce(dt, op=dist.ReduceOp.MAX)
+    dtype = codes[int(dt)] if int(dt) >= 0 else torch.float32
+    out = torch.empty(n, dim, dtype=dtype)
+    per = max(1, chunk_rows // max(1, ranges[0][1] - ranges[0][0])) if ranges else 1
+    for g in range(0, len(ranges), per):
+        grp = ranges[g:g + per]
+        a, b = grp[0][0], grp[-1][1]
+        buf = torch.zeros(b - a, dim, dtype=dtype, device=dev)
+        for s, e in grp:
+            if s in parts: buf[s - a:e - a] = parts[s].to(dtype)
+        dist.all_reduce(buf.view(torch.uint8))
+        out[a:b] = buf.cpu()
+    return out
+
 # %% ../nbs/01_data.ipynb #11c375ea
-def extract_features(encoder, dataset: Dataset, cache_dir=None, batch_size: int = 32, progress: bool = True):
+def extract_features(encoder, dataset: Dataset, cache_dir=None, batch_size: int = 32, progress: bool = True,
+                     shard: tuple[int, int] | None = None):
     '''Frozen trunk features `(len(dataset), encoder.feature_dim)` of every image, from the cache when present.
-    Batches are streamed and written as atomic shards, so an interrupted run resumes where it stopped.'''
+    Batches are streamed and written as atomic shards, so an interrupted run resumes where it stopped.
+    Under `torch.distributed` (e.g. launched by `torchrun`) each rank computes every `world_size`-th shard and
+    all ranks return the full tensor (see below). `shard=(rank, world_size)` without a process group computes
+    only that rank's shards into the cache and returns None; a later call with `shard=None` assembles them.'''
     import torch
     from tqdm.auto import tqdm
     if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if shard is None: rank, world, local = _dist_world()
+    else: (rank, world), local = shard, 0
+    collective = shard is None and world > 1
     n, dim = len(dataset), int(encoder.feature_dim)
     d = feature_cache_dir(cache_dir)/feature_cache_key(encoder, dataset)
     d.mkdir(parents=True, exist_ok=True)
     final = d/'features.safetensors'
-    if final.exists():
-        t = _load_tensor(final, n, dim)
-        if t is not None: return t
+    done = _load_tensor(final, n, dim) if final.exists() else None
+    if collective:                                  # every rank must take the same branch (caches may be node-local)
+        import torch.distributed as dist
+        flag = torch.tensor([int(done is not None)])
+        if dist.get_backend() == 'nccl': flag = flag.cuda()
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        if int(flag) == 1: return done
+    elif done is not None: return done if world == 1 else None
     enc_name = getattr(encoder, 'name', type(encoder).__name__)
     meta = {'dataset': dataset.name, 'root': str(dataset.root), 'n': str(n), 'feature_dim': str(dim),
             'encoder': str(enc_name), 'weights': str(getattr(encoder, 'weights', '')), 'fingerprint': str(encoder.fingerprint)}
@@ -439,29 +489,85 @@ def extract_features(encoder, dataset: Dataset, cache_dir=None, batch_size: int 
         fd, tmp = tempfile.mkstemp(dir=d, suffix='.tmp')
         with os.fdopen(fd, 'w') as f: json.dump(meta, f, indent=1)
         os.replace(tmp, d/'meta.json')
-    ranges = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
-    shard = lambda s, e: d/f"part-{s:08d}-{e:08d}.safetensors"
+    ranges = shard_ranges(n, batch_size)
+    mine = shard_ranges(n, batch_size, rank, world)
+    shard_path = lambda s, e: d/f"part-{s:08d}-{e:08d}.safetensors"
     parts = {}
-    for s, e in ranges:
-        if shard(s, e).exists():
-            t = _load_tensor(shard(s, e), e - s, dim)
+    for s, e in mine:
+        if done is not None: parts[s] = done[s:e]   # this node has the assembled file, another does not
+        elif shard_path(s, e).exists():
+            t = _load_tensor(shard_path(s, e), e - s, dim)
             if t is not None: parts[s] = t
-    todo = [(s, e) for s, e in ranges if s not in parts]
+    todo = [(s, e) for s, e in mine if s not in parts]
     dev = _encoder_device(encoder)
-    with tqdm(total=n, initial=n - sum(e - s for s, e in todo), disable=not progress or not todo, unit='img',
-              desc=f"features {dataset.name} [{enc_name}]") as bar, torch.no_grad():
+    with tqdm(total=sum(e - s for s, e in mine), initial=sum(e - s for s, e in mine if s in parts), unit='img',
+              disable=not progress or not todo or (collective and rank != 0),
+              desc=f"features {dataset.name} [{enc_name}]" + (f" rank 0/{world}" if world > 1 else '')) as bar, torch.no_grad():
         for s, e in todo:
             x = torch.stack([encoder.preprocess(dataset.load_image(i)) for i in range(s, e)]).to(dev)
             f = encoder.encode_image_features(x)
             if tuple(f.shape) != (e - s, dim):
                 raise ValueError(f"{enc_name}.encode_image_features returned shape {tuple(f.shape)}, expected {(e - s, dim)}")
             parts[s] = f.detach().to('cpu').contiguous()
-            _save_atomic({'features': parts[s]}, shard(s, e))
+            _save_atomic({'features': parts[s]}, shard_path(s, e))
             bar.update(e - s)
-    feats = torch.cat([parts[s] for s, _ in ranges]) if ranges else torch.zeros(0, dim)
-    _save_atomic({'features': feats}, final, metadata=meta)
-    for s, e in ranges: shard(s, e).unlink(missing_ok=True)
+    if shard is not None and world > 1: return None     # manual sharding: another call assembles
+    if collective:
+        feats = _gather_rows(parts, ranges, n, dim)
+        if local == 0: _save_atomic({'features': feats}, final, metadata=meta)   # one writer per node; same contents
+        dist.barrier()
+    else:
+        feats = torch.cat([parts[s] for s, _ in ranges]) if ranges else torch.zeros(0, dim)
+        _save_atomic({'features': feats}, final, metadata=meta)
+    if local == 0:
+        for s, e in ranges: shard_path(s, e).unlink(missing_ok=True)
+    if collective: dist.barrier()
     return feats
+
+# %% ../nbs/01_data.ipynb #d4e6f8a0
+def extract_main(argv=None) -> int:
+    '''`python -m multiclust.data DATASET ...`: fill the feature cache of one dataset. Under `torchrun` (`WORLD_SIZE` > 1)
+    it joins the process group (NCCL when the ranks have GPUs, else gloo), puts each rank on `cuda:LOCAL_RANK` when
+    there are GPUs, and `extract_features` shards the work across the ranks.'''
+    import argparse, torch, torch.distributed as dist
+    from multiclust.clip import load_encoder
+    ap = argparse.ArgumentParser(prog='python -m multiclust.data',
+                                 description='Compute and cache frozen image features of one dataset (one process, or many under torchrun).')
+    ap.add_argument('dataset', help="a registered name (under --root / $MULTICLUST_DATA), 'synthetic', or a folder with labels.csv")
+    ap.add_argument('--root', help='data root (default: $MULTICLUST_DATA)')
+    ap.add_argument('--encoder', default='auto', help="auto | openclip | offline | tiny | align | blip | ... (default: auto)")
+    ap.add_argument('--model', help="open_clip model name for --encoder openclip/auto (default ViT-B-32)")
+    ap.add_argument('--pretrained', help="open_clip weights tag or checkpoint path for --encoder openclip/auto (default openai)")
+    ap.add_argument('--cache-dir', help='feature cache folder (default: $MULTICLUST_CACHE/features)')
+    ap.add_argument('--batch-size', type=int, default=32, help='images per batch and per cache shard (default 32)')
+    ap.add_argument('--n', type=int, default=360, help="images of the 'synthetic' set (default 360)")
+    ap.add_argument('--seed', type=int, default=0, help="seed of the 'synthetic' set (default 0)")
+    ap.add_argument('--device', help='cpu | cuda | cuda:<i> (default: cuda:LOCAL_RANK when GPUs are visible, else cpu)')
+    ap.add_argument('--backend', help='torch.distributed backend (default: nccl with GPUs, else gloo)')
+    ap.add_argument('--threads', type=int, help='torch CPU threads per process')
+    ap.add_argument('--no-progress', action='store_true')
+    a = ap.parse_args(argv)
+    if a.threads: torch.set_num_threads(a.threads)
+    local = int(os.environ.get('LOCAL_RANK', 0))
+    device = a.device or (f'cuda:{local}' if torch.cuda.is_available() else 'cpu')
+    own_group = int(os.environ.get('WORLD_SIZE', 1)) > 1 and not dist.is_initialized()
+    if own_group:
+        backend = a.backend or ('nccl' if device.startswith('cuda') else 'gloo')
+        if backend == 'nccl': torch.cuda.set_device(torch.device(device))
+        dist.init_process_group(backend)
+    try:
+        rank, world, _ = _dist_world()
+        kw = {k: v for k, v in (('model_name', a.model), ('pretrained', a.pretrained)) if v is not None}
+        enc = load_encoder(a.encoder, **kw).to(device)
+        ds = load_dataset(a.dataset, root=a.root, **({'n': a.n, 'seed': a.seed} if a.dataset == 'synthetic' else {}))
+        feats = extract_features(enc, ds, cache_dir=a.cache_dir, batch_size=a.batch_size, progress=not a.no_progress)
+        if rank == 0:
+            out = feature_cache_dir(a.cache_dir)/feature_cache_key(enc, ds)/'features.safetensors'
+            print(f"{ds.name}: {tuple(feats.shape)} {str(feats.dtype).replace('torch.', '')} features "
+                  f"[{enc.name}: {enc.weights}] from {world} process(es) -> {out}", flush=True)
+    finally:
+        if own_group: dist.destroy_process_group()
+    return 0
 
 # %% ../nbs/01_data.ipynb #fbddab82
 def convert_concept_tree(src, dst=None, concepts: list[str] | None = None, match: str = 'name',
@@ -528,3 +634,7 @@ def convert_concept_tree(src, dst=None, concepts: list[str] | None = None, match
         for rel, labs, _ in rows: w.writerow([rel, *labs])
     os.replace(tmp, out/'labels.csv')
     return out
+
+# %% ../nbs/01_data.ipynb #f4d5e6f7
+if __name__ == '__main__' and getattr(globals().get('__spec__'), 'name', None) == 'multiclust.data':
+    raise SystemExit(extract_main())
