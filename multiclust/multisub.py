@@ -69,7 +69,7 @@ def check_k(k, n: int) -> int:
 def kmeans(X, k: int, seed: int = 0, n_init: int = 10) -> np.ndarray:
     "k-means labels `(N,)` (scikit-learn, k-means++, `n_init` seeded restarts, best inertia)."
     from sklearn.cluster import KMeans
-    X = np.asarray(X.detach().cpu() if torch.is_tensor(X) else X, dtype=np.float64)
+    X = np.asarray(X.detach().cpu() if torch.is_tensor(X) else X, dtype=np.float32)   # float64 doubles k-means' peak memory at 60k
     k = check_k(k, len(X))
     if not np.isfinite(X).all(): raise ValueError("kmeans: the embedding has NaN or infinite values")
     return KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit_predict(X).astype(np.int64)
