@@ -4,7 +4,7 @@
 
 # %% ../nbs/03a_multisub.ipynb #f0a187dd
 from __future__ import annotations
-import copy, contextlib, time
+import copy, contextlib, math, time
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -13,7 +13,7 @@ import torch
 
 from .clip import Encoder, PromptError
 from .proxy import (Proxies, NonFiniteLoss, reference_embeddings, check_template, make_text_path,
-                              phase1_epoch)
+                              phase1_epoch, RowAdagrad)
 from .losses import pseudo_labels, joint_embedding, phase2_epoch
 
 # %% auto #0
@@ -87,6 +87,18 @@ def _threads(n):
     finally:
         if n: torch.set_num_threads(old)
 
+def _rowwise(sparse_proxies, optimizer: str, weight_decay: float, lr_latent: float) -> bool:
+    "Whether Phase I steps only the batch's latent rows: `'auto'` = exactly when that equals the dense update."
+    exact = optimizer == 'adagrad' and weight_decay == 0 and math.isfinite(lr_latent)
+    if isinstance(sparse_proxies, str) and sparse_proxies == 'auto': return exact
+    if not isinstance(sparse_proxies, bool):
+        raise ValueError(f"sparse_proxies must be 'auto', True or False, got {sparse_proxies!r}")
+    if sparse_proxies and not exact:
+        raise ValueError(f"sparse_proxies=True needs optimizer='adagrad', weight_decay=0 and a finite lr_latent, got "
+                         f"optimizer={optimizer!r}, weight_decay={weight_decay}, lr_latent={lr_latent}: otherwise images "
+                         "outside the batch move too, and only the dense update is exact (use sparse_proxies='auto' or False)")
+    return sparse_proxies
+
 def _optimizer(name: str, groups: list[dict], weight_decay: float):
     opts = {'adagrad': torch.optim.Adagrad, 'adam': torch.optim.Adam, 'sgd': torch.optim.SGD}
     if name not in opts: raise ValueError(f"optimizer must be one of {list(opts)}, got {name!r}")
@@ -100,17 +112,19 @@ class MultiSub:
                  optimizer: str = 'adagrad', batch_size: int = 256, lam: float = 0.5, margin: float = 1.0,
                  latent: str = 'token', init_std: float = 0.0, cluster_on: str = 'token+image', n_init: int = 10,
                  text_path: str = 'fast', text_embeddings: bool = True, eval_rounds: bool = True,
-                 seed: int = 0, threads: int | None = None, progress: bool = False):
+                 seed: int = 0, threads: int | None = None, progress: bool = False, sparse_proxies: bool | str = 'auto'):
         if rounds < 1 or phase1_epochs < 0 or phase2_epochs < 0:
             raise ValueError(f"need rounds >= 1 and epochs >= 0, got rounds={rounds}, phase1_epochs={phase1_epochs}, "
                              f"phase2_epochs={phase2_epochs}")
         if cluster_on not in self.CLUSTER_ON:
             raise ValueError(f"cluster_on must be one of {list(self.CLUSTER_ON)}, got {cluster_on!r}")
+        _rowwise(sparse_proxies, optimizer, weight_decay, lr_latent)
         self.encoder = encoder
         self.params = dict(rounds=rounds, phase1_epochs=phase1_epochs, phase2_epochs=phase2_epochs, lr_latent=lr_latent,
                            lr_proj1=lr_proj1, lr_proj2=lr_proj2, weight_decay=weight_decay, optimizer=optimizer,
                            batch_size=batch_size, lam=lam, margin=margin, latent=latent, init_std=init_std,
-                           cluster_on=cluster_on, n_init=n_init, text_path=text_path, seed=seed, threads=threads)
+                           cluster_on=cluster_on, n_init=n_init, text_path=text_path, seed=seed, threads=threads,
+                           sparse_proxies=sparse_proxies)
         self.text_embeddings, self.eval_rounds, self.progress = text_embeddings, eval_rounds, progress
         for k, v in self.params.items(): setattr(self, k, v)
 
@@ -147,6 +161,7 @@ def _fit_features(self: MultiSub, feats, template: str, words: Sequence[str], k:
         proj = copy.deepcopy(enc.image_projection).train()        # per-fit copy: the shared encoder never changes
         for p in proj.parameters(): p.requires_grad_(True)
         px = Proxies(Z, N, latent=self.latent, init_std=self.init_std, generator=gen)
+        rowwise = _rowwise(self.sparse_proxies, self.optimizer, self.weight_decay, self.lr_latent)
         hist, status, message, prev = [], 'ok', '', None
         snap = lambda: (px.p.detach().clone(), copy.deepcopy(proj.state_dict()))
         def restore(s):
@@ -159,9 +174,10 @@ def _fit_features(self: MultiSub, feats, template: str, words: Sequence[str], k:
                 phase, epoch = 'I', 0
                 opt1 = _optimizer(self.optimizer, [{'params': [px.p], 'lr': self.lr_latent},
                                                    {'params': proj.parameters(), 'lr': self.lr_proj1}], self.weight_decay)
+                rows = RowAdagrad(opt1, px.p) if rowwise else None     # Phase I touches only the batch's latent rows
                 for epoch in range(self.phase1_epochs):
                     s = snap()
-                    try: loss = phase1_epoch(px, proj, feats, path, opt1, self.batch_size, gen)
+                    try: loss = phase1_epoch(px, proj, feats, path, opt1, self.batch_size, gen, rows=rows)
                     except NonFiniteLoss as e: restore(s); raise e
                     hist.append(dict(round=r, phase='I', epoch=epoch, loss=loss))
                 with torch.no_grad(): W = px()
@@ -202,6 +218,7 @@ def _fit_features(self: MultiSub, feats, template: str, words: Sequence[str], k:
     emb = {n: v.numpy() for n, v in emb.items()}
     res = ClusterResult(self.method, dataset, concept, k, self.seed, labels, emb, hist, enc.describe(), list(words),
                         word_source, 0.0, None, {**self.params, 'template': template, 'text_path_kind': path.kind,
+                                                 'proxy_update': 'rows' if rowwise else 'dense',
                                                  'n_images': N, 'threads_used': nthreads},
                         status, message)
     if true is not None:

@@ -190,3 +190,55 @@ def test_multisub_on_cars_subset(data_root, offline_encoder, tmp_path):
     assert r.status == 'ok' and r.word_source in ('authored', 'llm') and len(r.words) >= 2
     assert r.labels.shape == (24,) and 0 <= r.metrics['nmi'] <= 1
     assert r.params['template'] == 'a car with the type of *' and r.params['text_path_kind'] == 'truncate'
+
+
+# ---------------------------------------------------------------- Phase I: row-wise (sparse) proxy update == dense
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_row_adagrad_equals_dense_adagrad(dtype):
+    from multiclust.proxy import RowAdagrad
+    g = torch.Generator().manual_seed(0)
+    hp = dict(lr=0.3, lr_decay=0.05, initial_accumulator_value=0.1, eps=1e-8)
+    a = torch.nn.Parameter(torch.randn(50, 7, generator=g, dtype=dtype)); b = torch.nn.Parameter(a.detach().clone())
+    other_a = torch.nn.Parameter(torch.randn(3, dtype=dtype)); other_b = torch.nn.Parameter(other_a.detach().clone())
+    opt_a = torch.optim.Adagrad([{'params': [a]}, {'params': [other_a], 'lr': 0.01}], **hp)
+    opt_b = torch.optim.Adagrad([{'params': [b]}, {'params': [other_b], 'lr': 0.01}], **hp)
+    rows = RowAdagrad(opt_b, b)
+    for step in range(25):
+        idx = torch.randperm(50, generator=g)[:int(torch.randint(1, 20, (), generator=g))]
+        grad = torch.randn(len(idx), 7, generator=g, dtype=dtype) * 10 ** float(torch.randint(-3, 3, (), generator=g))
+        go = torch.randn(3, generator=g, dtype=dtype)
+        opt_a.zero_grad(set_to_none=True); (a[idx] * grad).sum().backward(); other_a.grad = go.clone(); opt_a.step()
+        opt_b.zero_grad(set_to_none=True); other_b.grad = go.clone(); opt_b.step(); rows.step(idx, grad)
+    assert torch.equal(a, b) and torch.equal(other_a, other_b)
+    assert torch.equal(opt_a.state[a]['sum'], opt_b.state[b]['sum']) and torch.equal(opt_a.state[a]['step'], opt_b.state[b]['step'])
+    assert b.grad is None
+
+
+@pytest.mark.parametrize('latent', ['token', 'logits'])
+def test_sparse_proxies_fit_equals_dense_fit(enc, feats, latent):
+    true = np.arange(30) % 3
+    kw = dict(rounds=2, phase1_epochs=2, phase2_epochs=1, batch_size=16, n_init=2, threads=1, init_std=0.3,
+              latent=latent, seed=1)
+    d = _ms(enc, sparse_proxies=False, **kw).fit_features(feats, TPL, WORDS, 3, true_labels=true)
+    ms = _ms(enc, sparse_proxies=True, **kw)
+    r = ms.fit_features(feats, TPL, WORDS, 3, true_labels=true)
+    assert (d.params['proxy_update'], r.params['proxy_update']) == ('dense', 'rows')
+    assert r.status == d.status == 'ok'
+    assert np.array_equal(r.labels, d.labels)
+    assert r.history == d.history and any(h['phase'] == 'I' for h in r.history)
+    assert r.embeddings.keys() == d.embeddings.keys()
+    for name in d.embeddings: assert np.array_equal(r.embeddings[name], d.embeddings[name]), name
+    assert r.metrics == d.metrics
+    assert ms.proxies_.p.grad is None                                  # no (N, d) gradient was made
+    assert _ms(enc, threads=1).fit_features(feats, TPL, WORDS, 3).params['proxy_update'] == 'rows'   # 'auto' default
+
+
+@pytest.mark.parametrize('kw', [dict(optimizer='adam'), dict(optimizer='sgd'), dict(weight_decay=1e-3),
+                                dict(lr_latent=float('inf'))])
+def test_sparse_proxies_refused_where_not_exact(enc, feats, kw):
+    with pytest.raises(ValueError, match='sparse_proxies=True needs'): _ms(enc, sparse_proxies=True, **kw)
+    assert _ms(enc, threads=1, **kw).fit_features(feats, TPL, WORDS, 3).params['proxy_update'] == 'dense'   # 'auto'
+
+
+def test_sparse_proxies_bad_value(enc):
+    with pytest.raises(ValueError, match="'auto', True or False"): _ms(enc, sparse_proxies='sparse')

@@ -9,7 +9,7 @@ The fit is `MultiSub.fit_features` with the prefix-cached text path; every N run
 that peak RSS (`ru_maxrss`) belongs to that N alone.
 
     OMP_NUM_THREADS=2 .venv/bin/python tests/benchmarks/bench_scale.py [--ns 2000,10000,60000] [--threads 2]
-        [--rounds 1 --phase1-epochs 1 --phase2-epochs 3 --batch-size 256 --n-init 10]
+        [--rounds 1 --phase1-epochs 1 --phase2-epochs 3 --batch-size 256 --n-init 10] [--sparse-proxies auto|true|false]
 
 The default budget (1 round: 1 Phase I epoch, 3 Phase II epochs, k-means with 10 restarts; no per-round
 evaluation, no extra prompt/proxy text embeddings) is smaller than the library's default (3 rounds of 3 + 3
@@ -67,12 +67,14 @@ def child(a):
         feats = load_file(path)['features']
         ms = msm.MultiSub(enc, rounds=a.rounds, phase1_epochs=a.phase1_epochs, phase2_epochs=a.phase2_epochs,
                           batch_size=a.batch_size, n_init=a.n_init, text_embeddings=a.text_embeddings,
-                          eval_rounds=a.eval_rounds, threads=a.threads, seed=0)
+                          eval_rounds=a.eval_rounds, threads=a.threads, seed=0,
+                          sparse_proxies={'auto': 'auto', 'true': True, 'false': False}[a.sparse_proxies])
         res = ms.fit_features(feats, TEMPLATE, WORDS, 3, labels, 'random', 'color')
         wall = time.perf_counter() - t0
     print(json.dumps(dict(n=n, wall_s=wall, peak_rss_mb=rss_mb(), rss_after_import_mb=rss_import,
                           rss_after_setup_mb=rss_setup, status=res.status, text_path=res.params['text_path_kind'],
-                          threads=res.params['threads_used'], timers=timers)), flush=True)
+                          threads=res.params['threads_used'], proxy_update=res.params.get('proxy_update', 'dense'),
+                          timers=timers)), flush=True)
 
 
 def lsq(xs, ys):
@@ -93,6 +95,8 @@ def main(argv=None):
     ap.add_argument('--n-init', type=int, default=10, help='k-means restarts for the final clustering')
     ap.add_argument('--text-embeddings', action='store_true', help='also embed prompt and proxy texts (2 more text-tower passes)')
     ap.add_argument('--eval-rounds', action='store_true', help='k-means + metrics after every round')
+    ap.add_argument('--sparse-proxies', default='auto', choices=['auto', 'true', 'false'],
+                    help="Phase I latent-factor update: 'auto' (row-wise where exact), 'true' (row-wise), 'false' (dense)")
     ap.add_argument('--child', type=int, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child: return child(a)
@@ -105,10 +109,12 @@ def main(argv=None):
     print(f"encoder: open_clip ViT-B-32 architecture, random init (text tower 12x512, projection 768->512); "
           f"features: cached random N x 768 float32", flush=True)
     print(f"budget: rounds={a.rounds} phase1_epochs={a.phase1_epochs} phase2_epochs={a.phase2_epochs} "
-          f"batch_size={a.batch_size} n_init={a.n_init} text_embeddings={a.text_embeddings} eval_rounds={a.eval_rounds}",
+          f"batch_size={a.batch_size} n_init={a.n_init} text_embeddings={a.text_embeddings} eval_rounds={a.eval_rounds} "
+          f"sparse_proxies={a.sparse_proxies}",
           flush=True)
     fwd = [f'--{k}={v}' for k, v in (('threads', a.threads), ('rounds', a.rounds), ('phase1-epochs', a.phase1_epochs),
-                                      ('phase2-epochs', a.phase2_epochs), ('batch-size', a.batch_size), ('n-init', a.n_init))]
+                                      ('phase2-epochs', a.phase2_epochs), ('batch-size', a.batch_size), ('n-init', a.n_init),
+                                      ('sparse-proxies', a.sparse_proxies))]
     fwd += ['--text-embeddings'] * a.text_embeddings + ['--eval-rounds'] * a.eval_rounds
     env = {**os.environ, 'OMP_NUM_THREADS': str(a.threads), 'MKL_NUM_THREADS': str(a.threads)}
     out = []
@@ -122,6 +128,9 @@ def main(argv=None):
               f"({len(t['phase2_epoch'])} epochs) + k-means {km:.1f} s + rest {r['wall_s'] - p1 - p2 - km:.1f} s; "
               f"RSS after imports {r['rss_after_import_mb']:.0f} MB, with model+features {r['rss_after_setup_mb']:.0f} MB, "
               f"peak {r['peak_rss_mb']:.0f} MB; status={r['status']}, text path={r['text_path']}", flush=True)
+        steps = len(t['phase1_epoch']) * -(-n // a.batch_size)                 # Phase I optimiser steps
+        print(f"    Phase I step: {1000 * p1 / max(1, steps):.1f} ms ({steps} steps of batch {a.batch_size}, "
+              f"proxy update={r['proxy_update']})", flush=True)
     xs, ys = [r['n'] for r in out], [r['wall_s'] for r in out]
     if len(out) >= 2:
         a0, b = lsq(xs, ys)
