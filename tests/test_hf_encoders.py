@@ -134,7 +134,11 @@ def test_local_folder_roundtrip(kind, tmp_path):
     x = images(a)
     with torch.no_grad():
         assert torch.equal(a.encode_tokens(ids, a.token_embeddings(ids)), b.encode_tokens(ids, b.token_embeddings(ids)))
-        assert torch.equal(a.project(a.encode_image_features(x)), b.project(b.encode_image_features(x)))
+        # the weights round-trip exactly; the image tower's outputs only to float tolerance, because CPU convolution
+        # (oneDNN) may choose a different kernel for the reloaded tensors' memory layout (seen once: 1 ulp in the 4th decimal)
+        sa, sb = a.model.state_dict(), b.model.state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+        assert torch.allclose(a.project(a.encode_image_features(x)), b.project(b.encode_image_features(x)), rtol=1e-5, atol=1e-5)
     assert torch.equal(a.preprocess(Image.new('RGB', (50, 20), 'teal')), b.preprocess(Image.new('RGB', (50, 20), 'teal')))
 
 def test_checkpoint_missing_parameters_is_refused(tmp_path):
