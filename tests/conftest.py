@@ -23,3 +23,9 @@ def data_root():
 def offline_encoder():
     from multiclust.clip import load_encoder
     return load_encoder('offline')
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch):
+    "Generated data and features go to a temporary cache, never to ~/.cache (use with pytest.mark.usefixtures)."
+    monkeypatch.setenv('MULTICLUST_CACHE', str(tmp_path / 'cache'))
+    return tmp_path / 'cache'

@@ -18,10 +18,7 @@ WORDS = ['red', 'yellow', 'green', 'blue', 'purple', 'orange', 'pink', 'white', 
 PLANTED = ['orange', 'gold', 'teal']
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path, monkeypatch):
-    "Generated data and features go to a temporary cache, never to ~/.cache."
-    monkeypatch.setenv('MULTICLUST_CACHE', str(tmp_path / 'cache'))
+pytestmark = pytest.mark.usefixtures('isolated_cache')   # conftest: a temporary cache, never ~/.cache
 
 
 @pytest.fixture(scope='module')

@@ -14,10 +14,7 @@ TPL = 'a fruit with the color of *'
 WORDS = ['red', 'yellow', 'green', 'dark blue', 'purple']
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path, monkeypatch):
-    "Generated data and features go to a temporary cache, never to ~/.cache."
-    monkeypatch.setenv('MULTICLUST_CACHE', str(tmp_path / 'cache'))
+pytestmark = pytest.mark.usefixtures('isolated_cache')   # conftest: a temporary cache, never ~/.cache
 
 
 @pytest.fixture(scope='module')
