@@ -89,9 +89,14 @@ class Encoder(nn.Module):
     @property
     def star_id(self) -> int: raise NotImplementedError
 
+    @property
+    def device(self) -> torch.device:
+        "Where the encoder's weights live; tokenizers answer on the CPU, so token ids are moved here before use."
+        return next(self.parameters()).device
+
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
         "Text embeddings of `prompts` (the backbone's plain path, through `encode_tokens`)."
-        ids = self.tokenize(list(prompts))
+        ids = self.tokenize(list(prompts)).to(self.device)
         return self.encode_tokens(ids, self.token_embeddings(ids))
 
     def word_token_embedding(self, word: str) -> torch.Tensor:
@@ -99,7 +104,7 @@ class Encoder(nn.Module):
         ids = self._word_ids(word)
         if len(ids) == 0:
             raise PromptError(f"reference word {word!r} tokenizes to nothing for encoder {self.name!r}")
-        return self.token_embeddings(ids[None])[0].mean(0)
+        return self.token_embeddings(ids[None].to(self.device))[0].mean(0)
 
     def star_positions(self, ids: torch.Tensor, prompts: list[str] | None = None) -> torch.Tensor:
         "Index of the (first) `*` token in each row of `ids`, found through the tokenizer, never a constant."
