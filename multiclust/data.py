@@ -15,9 +15,10 @@ from .clip import open_image, ImageDecodeError
 
 # %% auto #0
 __all__ = ['REGISTRY', 'IMAGE_EXTS', 'SYNTH_VERSION', 'SYNTH_COLORS', 'SYNTH_SHAPES', 'SYNTH_SIZES', 'SYNTH_BACKGROUNDS',
-           'SYNTH_CONCEPTS', 'ConceptSpec', 'DatasetSpec', 'DataError', 'data_root', 'cache_root', 'Dataset',
-           'load_dataset', 'synthetic_combos', 'synthetic_attributes', 'render', 'make_synthetic', 'feature_cache_dir',
-           'feature_cache_key', 'shard_ranges', 'extract_features', 'extract_main', 'convert_concept_tree']
+           'SYNTH_CONCEPTS', 'STALE_TMP_S', 'ConceptSpec', 'DatasetSpec', 'DataError', 'data_root', 'cache_root',
+           'Dataset', 'load_dataset', 'synthetic_combos', 'synthetic_attributes', 'render', 'make_synthetic',
+           'feature_cache_dir', 'feature_cache_key', 'shard_ranges', 'extract_features', 'extract_main',
+           'convert_concept_tree']
 
 # %% ../nbs/01_data.ipynb #99d53331
 @dataclass
@@ -457,14 +458,18 @@ def _gather_rows(parts: dict, ranges, n: int, dim: int, chunk_rows: int = 1 << 1
     return out
 
 # %% ../nbs/01_data.ipynb #11c375ea
+STALE_TMP_S = 600   # a shard or cache file is written in seconds; a tmp file this old belongs to a dead writer
+
 def extract_features(encoder, dataset: Dataset, cache_dir=None, batch_size: int = 32, progress: bool = True,
                      shard: tuple[int, int] | None = None):
     '''Frozen trunk features `(len(dataset), encoder.feature_dim)` of every image, from the cache when present.
     Batches are streamed and written as atomic shards, so an interrupted run resumes where it stopped.
     Under `torch.distributed` (e.g. launched by `torchrun`) each rank computes every `world_size`-th shard and
     all ranks return the full tensor (see below). `shard=(rank, world_size)` without a process group computes
-    only that rank's shards into the cache and returns None; a later call with `shard=None` assembles them.'''
-    import torch
+    only that rank's shards into the cache and returns None; a later call with `shard=None` assembles them.
+    Assembling also removes `*.tmp` files older than `STALE_TMP_S` seconds, which only a killed writer leaves.'''
+    import torch, time
+    started = time.time()
     from tqdm.auto import tqdm
     if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if shard is None: rank, world, local = _dist_world()
@@ -521,6 +526,10 @@ def extract_features(encoder, dataset: Dataset, cache_dir=None, batch_size: int 
         _save_atomic({'features': feats}, final, metadata=meta)
     if local == 0:
         for s, e in ranges: shard_path(s, e).unlink(missing_ok=True)
+        for t in d.glob('*.tmp'):                # left by a writer killed mid-write; live writers' files are fresh
+            try:
+                if t.stat().st_mtime < started - STALE_TMP_S: t.unlink()
+            except FileNotFoundError: pass
     if collective: dist.barrier()
     return feats
 
