@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from .clip import Encoder, PromptError
 from .proxy import reference_embeddings, check_template, make_text_path, alignment_loss, batches
 from .losses import joint_embedding
-from .multisub import ClusterResult, check_k, kmeans, MultiSub, _threads
+from .multisub import ClusterResult, check_k, check_features, kmeans, MultiSub, _threads
 
 # %% auto #0
 __all__ = ['QUICK_GUESS', 'METHODS', 'WORD_SOURCES', 'prompt_word', 'image_embeddings', 'prompt_embeddings', 'kmeans_images',
@@ -29,19 +29,10 @@ def prompt_word(w: str) -> str:
         raise PromptError(f"word {w!r} is empty; every word must be a non-empty string")
     return ' '.join(w.replace('_', ' ').split())
 
-def _check_feats(encoder: Encoder, feats) -> torch.Tensor:
-    "Frozen features as a float tensor of the projection's dtype; `(N, feature_dim)` and finite, else a clear error."
-    feats = torch.as_tensor(feats).to(encoder.image_projection.weight.dtype)
-    if feats.ndim != 2 or feats.shape[1] != encoder.feature_dim:
-        raise ValueError(f"features must be (N, {encoder.feature_dim}) for encoder {encoder.name!r}, got {tuple(feats.shape)}")
-    bad = (~torch.isfinite(feats).all(1)).nonzero().flatten().tolist()
-    if bad: raise ValueError(f"features of {len(bad)} image(s) are NaN/inf, e.g. rows {bad[:5]}: recompute the feature cache")
-    return feats
-
 @torch.no_grad()
 def image_embeddings(encoder: Encoder, feats) -> torch.Tensor:
     "$v_i$: the encoder's projection of the frozen features, L2-normalised, `(N, embed_dim)`."
-    return F.normalize(encoder.project(_check_feats(encoder, feats)), dim=-1)
+    return F.normalize(encoder.project(check_features(encoder, feats)), dim=-1)
 
 @torch.no_grad()
 def prompt_embeddings(encoder: Encoder, template: str, words: Sequence[str], batch_size: int = 256) -> torch.Tensor:
@@ -178,7 +169,7 @@ class MultiMaP:
 def _prepare(self: MultiMaP, feats, template: str, words: Sequence[str], concept: str = '') -> MapState:
     "Reference words, text paths, targets and the proxies initialised at each image's zero-shot word."
     enc = self.encoder
-    feats = _check_feats(enc, feats)
+    feats = check_features(enc, feats)
     if isinstance(words, str): raise PromptError(f"reference words must be a list of words, got the string {words!r}")
     words = [prompt_word(w) for w in words]
     if self.alpha > 0 and not str(concept).strip():
@@ -222,7 +213,7 @@ def _fit_features_map(self: MultiMaP, feats, template: str, words: Sequence[str]
                       dataset: str = '', concept: str = '', word_source: str = 'user') -> ClusterResult:
     "Multi-MaP on precomputed frozen features `(N, feature_dim)`; `concept` is also the concept word (alpha term)."
     t0 = time.perf_counter()
-    N = len(_check_feats(self.encoder, feats))
+    N = len(check_features(self.encoder, feats))
     k = check_k(k, N)
     true = _true(true_labels, N)
     with _threads(self.threads), torch.random.fork_rng():
@@ -455,7 +446,7 @@ def run_method(name: str, encoder: Encoder, dataset, concept: str, seed: int = 0
     ws, source, n_base = _resolve_words(m, ds, concept, seed, words)
     t0 = time.perf_counter()
     if feats is None: feats = extract_features(encoder, ds, cache_dir=cache_dir, progress=progress)
-    feats = _check_feats(encoder, feats)
+    feats = check_features(encoder, feats)
     if len(feats) != len(ds): raise ValueError(f"feats has {len(feats)} rows for the {len(ds)} images of {ds.name!r}")
     feature_s = time.perf_counter() - t0
     kw = {**m.budgets(quick), **overrides}

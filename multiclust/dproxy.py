@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from .clip import Encoder, PromptError
 from .proxy import NonFiniteLoss, alignment_loss, batches, check_template
-from .multisub import ClusterResult, check_k, kmeans
+from .multisub import ClusterResult, check_k, check_features, kmeans, resolve_task, _metrics, _threads
 
 # %% auto #0
 __all__ = ['candidate_embeddings', 'CandidateProxies', 'CrossAttention', 'GatedCrossModalFusion', 'alpha_schedule',
@@ -200,18 +200,6 @@ def proxy_shift(proxies: CandidateProxies, keep: Sequence[int]) -> dict:
                 max_excess=float((shift - m * change).max()))
 
 # %% ../nbs/04_dynamic_proxies.ipynb #2b2c4a2d
-@contextlib.contextmanager
-def _threads(n):
-    old = torch.get_num_threads()
-    if n: torch.set_num_threads(int(n))
-    try: yield
-    finally:
-        if n: torch.set_num_threads(old)
-
-def _metrics(true, pred, prefix=''):
-    from multiclust.metrics import evaluate
-    return {prefix + k: v for k, v in evaluate(true, pred).items()}
-
 class DProxyModel(nn.Module):
     "Queries + candidates + fusion: image embeddings `v` -> fused features."
     def __init__(self, v: torch.Tensor, C: torch.Tensor, tau_alpha: float, heads: int, layers: int, tau: float,
@@ -278,11 +266,7 @@ def _fit_features(self: MultiDProxy, feats, template: str, candidates: Sequence[
     "Multi-DProxy on precomputed frozen features `(N, feature_dim)`: returns a `ClusterResult`."
     t0 = time.perf_counter()
     enc = self.encoder
-    feats = torch.as_tensor(feats).to(enc.image_projection.weight.dtype)
-    if feats.ndim != 2 or feats.shape[1] != enc.feature_dim:
-        raise ValueError(f"features must be (N, {enc.feature_dim}) for encoder {enc.name!r}, got {tuple(feats.shape)}")
-    bad = (~torch.isfinite(feats).all(1)).nonzero().flatten().tolist()
-    if bad: raise ValueError(f"features of {len(bad)} image(s) are NaN/inf, e.g. rows {bad[:5]}: recompute the feature cache")
+    feats = check_features(enc, feats)
     N = len(feats)
     k = check_k(k, N)
     check_template(enc, template)
@@ -377,18 +361,11 @@ def _fit(self: MultiDProxy, dataset, concept: str, k: int | None = None, candida
     """Multi-DProxy on `dataset` (a `Dataset`, a registry name or a folder) for `concept`: template from the registry,
     candidate words from `multiclust.refwords` (or `candidates=`; `words=` is an alias, as in `MultiSub.fit`),
     features from the cache, K = the concept's class count."""
-    from multiclust.data import Dataset, load_dataset, extract_features
+    from multiclust.data import extract_features
     if words is not None:
         if candidates is not None: raise ValueError("pass the candidate words once: candidates= or words=, not both")
         candidates = words
-    ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, root=root)
-    true = ds.label_ids(concept)
-    spec = ds.concept_spec(concept)
-    template = template or (spec.template if spec is not None else None)
-    if template is None:
-        raise PromptError(f"dataset {ds.name!r} has no registered prompt for {concept!r}: pass template='a ... of *'")
-    k = ds.n_clusters(concept) if k is None else k
-    check_k(k, len(ds))
+    ds, true, template, k = resolve_task(dataset, concept, k, template, root)
     if candidates is None:
         from multiclust.refwords import reference_words
         rw = reference_words(ds.spec.name if ds.spec is not None else ds.name, concept)

@@ -17,7 +17,7 @@ from .proxy import (Proxies, NonFiniteLoss, reference_embeddings, check_template
 from .losses import pseudo_labels, joint_embedding, phase2_epoch
 
 # %% auto #0
-__all__ = ['ClusterResult', 'check_k', 'kmeans', 'MultiSub']
+__all__ = ['ClusterResult', 'check_k', 'check_features', 'kmeans', 'MultiSub', 'resolve_task']
 
 # %% ../nbs/03a_multisub.ipynb #1e09ea74
 @dataclass
@@ -65,6 +65,15 @@ def check_k(k, n: int) -> int:
     if k < 2: raise ValueError(f"K={k}: need at least 2 clusters")
     if k > n: raise ValueError(f"K={k} is larger than the number of images ({n})")
     return int(k)
+
+def check_features(encoder: Encoder, feats) -> torch.Tensor:
+    "Frozen features as a tensor of the projection's dtype; `(N, feature_dim)` and finite, else a clear error."
+    feats = torch.as_tensor(feats).to(encoder.image_projection.weight.dtype)
+    if feats.ndim != 2 or feats.shape[1] != encoder.feature_dim:
+        raise ValueError(f"features must be (N, {encoder.feature_dim}) for encoder {encoder.name!r}, got {tuple(feats.shape)}")
+    bad = (~torch.isfinite(feats).all(1)).nonzero().flatten().tolist()
+    if bad: raise ValueError(f"features of {len(bad)} image(s) are NaN/inf, e.g. rows {bad[:5]}: recompute the feature cache")
+    return feats
 
 def kmeans(X, k: int, seed: int = 0, n_init: int = 10) -> np.ndarray:
     "k-means labels `(N,)` (scikit-learn, k-means++, `n_init` seeded restarts, best inertia)."
@@ -141,11 +150,7 @@ def _fit_features(self: MultiSub, feats, template: str, words: Sequence[str], k:
     "Multi-Sub on precomputed frozen features `(N, feature_dim)`: returns a `ClusterResult`."
     t0 = time.perf_counter()
     enc = self.encoder
-    feats = torch.as_tensor(feats).to(enc.image_projection.weight.dtype)
-    if feats.ndim != 2 or feats.shape[1] != enc.feature_dim:
-        raise ValueError(f"features must be (N, {enc.feature_dim}) for encoder {enc.name!r}, got {tuple(feats.shape)}")
-    bad = (~torch.isfinite(feats).all(1)).nonzero().flatten().tolist()
-    if bad: raise ValueError(f"features of {len(bad)} image(s) are NaN/inf, e.g. rows {bad[:5]}: recompute the feature cache")
+    feats = check_features(enc, feats)
     N = len(feats)
     k = check_k(k, N)
     words = list(words) if not isinstance(words, str) else words
@@ -231,11 +236,9 @@ def _fit_features(self: MultiSub, feats, template: str, words: Sequence[str], k:
 MultiSub.fit_features = _fit_features
 
 # %% ../nbs/03a_multisub.ipynb #db66c58f
-def _fit(self: MultiSub, dataset, concept: str, k: int | None = None, words: Sequence[str] | None = None,
-         template: str | None = None, n_words: int | None = None, root=None, cache_dir=None) -> ClusterResult:
-    """Multi-Sub on `dataset` (a `Dataset`, a registry name or a folder) for `concept`: template from the registry,
-    reference words from `multiclust.refwords` (or `words=`), features from the cache, K = the concept's class count."""
-    from multiclust.data import Dataset, load_dataset, extract_features
+def resolve_task(dataset, concept: str, k: int | None = None, template: str | None = None, root=None):
+    "`(dataset, integer labels, template, K)` for a method's `fit`: the registry's template and class count unless given."
+    from multiclust.data import Dataset, load_dataset
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, root=root)
     true = ds.label_ids(concept)                      # an unknown concept raises, listing the dataset's concepts
     spec = ds.concept_spec(concept)
@@ -243,7 +246,14 @@ def _fit(self: MultiSub, dataset, concept: str, k: int | None = None, words: Seq
     if template is None:
         raise PromptError(f"dataset {ds.name!r} has no registered prompt for {concept!r}: pass template='a ... of *'")
     k = ds.n_clusters(concept) if k is None else k
-    check_k(k, len(ds))
+    return ds, true, template, check_k(k, len(ds))
+
+def _fit(self: MultiSub, dataset, concept: str, k: int | None = None, words: Sequence[str] | None = None,
+         template: str | None = None, n_words: int | None = None, root=None, cache_dir=None) -> ClusterResult:
+    """Multi-Sub on `dataset` (a `Dataset`, a registry name or a folder) for `concept`: template from the registry,
+    reference words from `multiclust.refwords` (or `words=`), features from the cache, K = the concept's class count."""
+    from multiclust.data import extract_features
+    ds, true, template, k = resolve_task(dataset, concept, k, template, root)
     if words is None:
         from multiclust.refwords import reference_words
         rw = reference_words(ds.spec.name if ds.spec is not None else ds.name, concept, n=n_words)
