@@ -17,8 +17,8 @@ from .proxy import (Proxies, NonFiniteLoss, reference_embeddings, check_template
 from .losses import pseudo_labels, joint_embedding, phase2_epoch
 
 # %% auto #0
-__all__ = ['PAPER_GRID', 'COLLAPSE_SPREAD', 'ClusterResult', 'check_k', 'check_features', 'kmeans', 'MultiSub', 'spread',
-           'effective_rank', 'balanced_embedding', 'relative_alignment_loss', 'is_collapsed', 'resolve_task']
+__all__ = ['PAPER_GRID', 'COLLAPSE_SPREAD', 'PROTOCOL', 'ClusterResult', 'check_k', 'check_features', 'kmeans', 'MultiSub',
+           'spread', 'effective_rank', 'balanced_embedding', 'relative_alignment_loss', 'is_collapsed', 'resolve_task']
 
 # %% ../nbs/03a_multisub.ipynb #1e09ea74
 @dataclass
@@ -192,7 +192,7 @@ def relative_alignment_loss(V: torch.Tensor, T: torch.Tensor) -> float:
     $\\frac{1}{N}\\sum_i (1-\\cos(v_i,t_i)) / (1-\\bar v\\cdot\\bar t)$ with $\\bar v,\\bar t$ the means of the normalised
     rows (the all-pairs mean in O(N)). Lower is better; 1 means a proxy explains its own image no better than any
     other image, which is what a collapse (one embedding for every image, or one proxy) scores.'''
-    V, T = F.normalize(V, dim=-1), F.normalize(T, dim=-1)
+    V, T = F.normalize(V.double(), dim=-1), F.normalize(T.double(), dim=-1)   # float64: both terms vanish in a collapse
     matched = float((1 - (V * T).sum(-1)).mean())
     shuffled = 1 - float(V.mean(0) @ T.mean(0))
     return matched / shuffled if shuffled > 1e-12 else 1.0
@@ -270,7 +270,9 @@ def _fit_features(self: MultiSub, feats, template: str, words: Sequence[str], k:
             if self.keep_best and rel < best[0]: best[:] = [rel, snap()]
         def after_epoch(h, prev_y):
             with torch.no_grad(): y = pseudo_labels(px(), Z)
-            if self.diagnostics: h.update(_diagnose(px, proj, feats, theta0, y, prev_y, sub))
+            if self.diagnostics:
+                h.update(_diagnose(px, proj, feats, theta0, y, prev_y, sub))
+                if true is not None: h['pseudo_nmi'] = _metrics(true, y.numpy())['nmi']   # a diagnostic only
             return y
         from tqdm.auto import tqdm
         bar = tqdm(total=self.rounds, desc=f"multi-sub {dataset}/{concept}", disable=not self.progress, leave=False)
@@ -402,6 +404,14 @@ def _select_fit(self: MultiSub, feats, template: str, words: Sequence[str], k: i
     return res
 
 MultiSub._select_fit = _select_fit
+
+
+# %% ../nbs/03a_multisub.ipynb #bee6e381
+PROTOCOL = dict(optimizer='adam', lr_latent=5e-2, lr_proj1=5e-4, lr_proj2=5e-4, weight_decay=1e-5, proj_anchor=1e-2,
+                keep_best=True, patience=5, tol=0.01)
+MultiSub.QUICK = dict(PROTOCOL, rounds=2, phase1_epochs=20, phase2_epochs=5, n_init=3, eval_rounds=False,
+                      text_embeddings=False, diagnostics=False)
+MultiSub.FULL = dict(PROTOCOL, select='loss', rounds=3, phase1_epochs=20, phase2_epochs=5, select_subset=1000, n_init=10)
 
 
 # %% ../nbs/03a_multisub.ipynb #db66c58f
