@@ -18,7 +18,8 @@ from .losses import pseudo_labels, joint_embedding, phase2_epoch
 
 # %% auto #0
 __all__ = ['PAPER_GRID', 'COLLAPSE_SPREAD', 'PROTOCOL', 'ClusterResult', 'check_k', 'check_features', 'kmeans', 'MultiSub',
-           'spread', 'effective_rank', 'balanced_embedding', 'relative_alignment_loss', 'is_collapsed', 'resolve_task']
+           'spread', 'effective_rank', 'balanced_embedding', 'relative_alignment_loss', 'is_collapsed',
+           'choose_candidate', 'resolve_task']
 
 # %% ../nbs/03a_multisub.ipynb #1e09ea74
 @dataclass
@@ -362,6 +363,11 @@ MultiSub.fit_features, MultiSub._cluster_embedding = _fit_features, _cluster_emb
 
 
 # %% ../nbs/03a_multisub.ipynb #6186669d
+def choose_candidate(candidates: list[dict]) -> dict | None:
+    "The candidate (dicts with 'score', 'status', 'collapsed') with the lowest score that finished and did not collapse; None if none did."
+    ok = [c for c in candidates if c.get('status', 'ok') == 'ok' and not c['collapsed'] and math.isfinite(c['score'])]
+    return min(ok, key=lambda c: c['score']) if ok else None
+
 def _select_fit(self: MultiSub, feats, template: str, words: Sequence[str], k: int, true_labels=None,
                 dataset: str = '', concept: str = '', word_source: str = 'user') -> ClusterResult:
     '''`select='loss'`: one label-free fit per (lr, weight_decay) of `grid` (projection lr = lr x `proj_lr_scale`),
@@ -386,8 +392,7 @@ def _select_fit(self: MultiSub, feats, template: str, words: Sequence[str], k: i
             cands.append(dict(lr=lr, weight_decay=wd, score=r.params['score'], status=r.status,
                               n_pseudo_clusters=r.params['n_pseudo_clusters'], image_spread=r.params['image_spread'],
                               collapsed=r.params['collapsed'], runtime_s=round(r.runtime_s, 3)))
-    ok = [c for c in cands if c['status'] == 'ok' and not c['collapsed'] and math.isfinite(c['score'])]
-    chosen = min(ok, key=lambda c: c['score']) if ok else None
+    chosen = choose_candidate(cands)
     final = MultiSub(self.encoder, **{**base, **(config(chosen['lr'], chosen['weight_decay']) if chosen else {})},
                      text_embeddings=self.text_embeddings, eval_rounds=self.eval_rounds, diagnostics=self.diagnostics,
                      progress=self.progress)
