@@ -264,11 +264,13 @@ def _fit_features(self: MultiSub, feats, template: str, words: Sequence[str], k:
             with torch.no_grad(): px.p.copy_(s[0])
             proj.load_state_dict(s[1])
         best = [math.inf, None]
-        def score_state(h):                                       # the label-free score of the current state
+        def relative():
+            with torch.no_grad(): return relative_alignment_loss(proj(feats), _embed_all(path, px(), self.batch_size))
+        def score_state(h, rel=None, state=None):                 # the label-free score of the current state
             if not (self.keep_best or self.diagnostics): return
-            with torch.no_grad(): rel = relative_alignment_loss(proj(feats), _embed_all(path, px(), self.batch_size))
+            rel = relative() if rel is None else rel
             h['relative_loss'] = rel
-            if self.keep_best and rel < best[0]: best[:] = [rel, snap()]
+            if self.keep_best and rel < best[0]: best[:] = [rel, snap() if state is None else state]
         def after_epoch(h, prev_y):
             with torch.no_grad(): y = pseudo_labels(px(), Z)
             if self.diagnostics:
@@ -284,7 +286,7 @@ def _fit_features(self: MultiSub, feats, template: str, words: Sequence[str], k:
                                                    {'params': proj.parameters(), 'lr': self.lr_proj1,
                                                     'weight_decay': wd_proj}], self.weight_decay)
                 rows = RowAdagrad(opt1, px.p) if rowwise else None     # Phase I touches only the batch's latent rows
-                y_ep, still = prev, 0
+                y_ep, still, stale, pbest = prev, 0, 0, [math.inf, None, None]
                 for epoch in range(self.phase1_epochs):
                     s = snap()
                     try: loss = phase1_epoch(px, proj, feats, path, opt1, self.batch_size, gen, rows=rows)
@@ -292,12 +294,19 @@ def _fit_features(self: MultiSub, feats, template: str, words: Sequence[str], k:
                     hist.append(h := dict(round=r, phase='I', epoch=epoch, loss=loss))
                     if self.patience is None and not self.diagnostics: continue
                     y_new = after_epoch(h, y_ep)
-                    if self.patience is not None and y_ep is not None and int((y_new != y_ep).sum()) <= self.tol * N:
-                        still += 1
-                    else: still = 0
+                    if self.patience is None: continue
+                    still = still + 1 if y_ep is not None and int((y_new != y_ep).sum()) <= self.tol * N else 0
                     y_ep = y_new
-                    if self.patience is not None and still >= self.patience: break   # the pseudo-labels settled
-                if hist and hist[-1].get('phase') == 'I': score_state(hist[-1])
+                    h['relative_loss'] = rel = relative()                # Phase I's own stopping signal
+                    if rel < pbest[0] * (1 - 1e-3): pbest[:] = [rel, snap(), epoch]; stale = 0
+                    else: stale += 1
+                    if still >= self.patience or stale >= self.patience: break   # settled, or no longer improving
+                if pbest[1] is not None and self.keep_best:                  # end Phase I at its best epoch
+                    if pbest[2] != epoch:
+                        restore(pbest[1])
+                        hist.append(dict(round=r, phase='I', event='best epoch', epoch=pbest[2], relative_loss=pbest[0]))
+                    score_state({}, pbest[0], pbest[1])
+                elif hist and hist[-1].get('phase') == 'I': score_state(hist[-1])
                 with torch.no_grad(): W = px()
                 y = pseudo_labels(W, Z)
                 changed = N if prev is None else int((y != prev).sum())

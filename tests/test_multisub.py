@@ -313,7 +313,7 @@ def test_protocol_options(enc, feats):
     assert {'entropy', 'n_pseudo_clusters', 'image_spread', 'image_erank', 'proj_dist'} <= set(ep[0])
     assert any(h.get('event') == 'restored' for h in r.history)   # keep_best
     kept = min(h['relative_loss'] for h in r.history if 'relative_loss' in h and h.get('phase') in ('I', 'II'))
-    assert abs(r.params['score'] - kept) < 1e-6
+    assert kept <= r.params['score'] <= kept / (1 - 1e-3) + 1e-9    # the best state (gains under 0.1 % do not count)
     drift = lambda a: [h for h in _ms(enc, optimizer='adam', lr_latent=5e-2, lr_proj1=5e-2, proj_anchor=a, rounds=1,
                                       phase1_epochs=3, phase2_epochs=0).fit_features(feats, TPL, WORDS, 3).history
                        if h['phase'] == 'I'][-1]['proj_dist']
