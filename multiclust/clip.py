@@ -5,6 +5,7 @@
 # %% ../nbs/00_clip.ipynb #31e86ffe
 from __future__ import annotations
 import hashlib, logging, os, copy, contextlib
+import numpy as np
 from pathlib import Path
 from typing import Callable
 
@@ -35,17 +36,27 @@ def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: floa
 class ImageDecodeError(ValueError):
     "An image file that cannot be opened or decoded; the message names the file."
 
+def _to_8bit(im: Image.Image) -> Image.Image:
+    "16-bit integer and float images scaled into 8-bit grayscale (PIL's own conversion clips them at 255)."
+    a = np.asarray(im)
+    if im.mode == 'F': a = np.clip(np.nan_to_num(a.astype(np.float64)), 0, 1) * 255
+    else: a = np.clip(a.astype(np.float64), 0, 65535) / 257
+    return Image.fromarray(np.round(a).astype(np.uint8), 'L')
+
 def open_image(path: str | os.PathLike) -> Image.Image:
-    "Open `path` as an RGB PIL image (grayscale, palette and RGBA are converted); errors name the file."
+    "Open `path` as an RGB PIL image (grayscale, palette, RGBA and 16-bit are converted); every error names the file."
     try:
         with Image.open(path) as im:
             im.load()
+            if im.mode.startswith('I') or im.mode == 'F': im = _to_8bit(im)
             if im.mode in ('LA', 'PA') or (im.mode == 'P' and 'transparency' in im.info): im = im.convert('RGBA')
             return im.convert('RGB')
     except FileNotFoundError:
         raise ImageDecodeError(f"image file not found: {path}") from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise ImageDecodeError(f"cannot decode image file {path}: {e}") from None
+    except Image.DecompressionBombError as e:
+        raise ImageDecodeError(f"image file {path} is too large to decode safely ({e})") from None
+    except Exception as e:
+        raise ImageDecodeError(f"cannot decode image file {path}: {type(e).__name__}: {e}") from None
 
 # %% ../nbs/00_clip.ipynb #399d7b88
 class WeightsUnavailable(RuntimeError):

@@ -15,10 +15,10 @@ from .clip import open_image, ImageDecodeError
 
 # %% auto #0
 __all__ = ['REGISTRY', 'IMAGE_EXTS', 'SYNTH_VERSION', 'SYNTH_COLORS', 'SYNTH_SHAPES', 'SYNTH_SIZES', 'SYNTH_BACKGROUNDS',
-           'SYNTH_CONCEPTS', 'STALE_TMP_S', 'ConceptSpec', 'DatasetSpec', 'DataError', 'data_root', 'cache_root',
-           'Dataset', 'load_dataset', 'synthetic_combos', 'synthetic_attributes', 'render', 'make_synthetic',
-           'feature_cache_dir', 'feature_cache_key', 'shard_ranges', 'extract_features', 'extract_main',
-           'convert_concept_tree']
+           'SYNTH_CONCEPTS', 'FEATURE_CACHE_VERSION', 'STALE_TMP_S', 'ConceptSpec', 'DatasetSpec', 'DataError',
+           'data_root', 'cache_root', 'Dataset', 'load_dataset', 'synthetic_combos', 'synthetic_attributes', 'render',
+           'make_synthetic', 'feature_cache_dir', 'encoder_code_hash', 'feature_cache_key', 'shard_ranges',
+           'extract_features', 'extract_main', 'convert_concept_tree']
 
 # %% ../nbs/01_data.ipynb #99d53331
 @dataclass
@@ -132,6 +132,13 @@ def _check_relpath(p: str, csv_path, ln) -> str:
     return p
 
 # %% ../nbs/01_data.ipynb #94659ebe
+def _file_digest(path: Path, chunk: int = 1 << 20) -> str:
+    "BLAKE2b (16 bytes) of a file's bytes: what the feature cache keys on, so equal names cannot share features."
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, 'rb') as f:
+        while b := f.read(chunk): h.update(b)
+    return h.hexdigest()
+
 def _load_rgb(path: Path) -> Image.Image:
     "Decode one image as RGB through the encoder seam's `open_image`; failures become a `DataError` naming the file."
     try: return open_image(path)
@@ -235,12 +242,18 @@ class Dataset:
                        spec=self.spec, name=name or f"{self.name}[{len(idx)}]", columns=self.columns)
 
     def file_signature(self) -> str:
-        "Hash of (path, size, mtime) of every image, in order: changes when any image file changes, moves or is reordered."
+        """Hash of (relative path, size, content hash) of every image, in order: changes when any image's bytes change,
+        when a file moves or the list is reordered; not when a file is only touched or the folder copied elsewhere.
+        Files are re-hashed only when their (size, mtime, ctime, inode) changed since the last call on this object."""
+        stats = [(self.root/p).stat() for p in self.paths]
+        key = tuple((s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino) for s in stats)
+        memo = getattr(self, '_signature', None)
+        if memo is not None and memo[0] == key: return memo[1]
         h = hashlib.sha256()
-        for p in self.paths:
-            st = (self.root/p).stat()
-            h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        return h.hexdigest()
+        for p, s in zip(self.paths, stats):
+            h.update(f"{p}\0{s.st_size}\0{_file_digest(self.root/p)}\n".encode())
+        self._signature = (key, h.hexdigest())
+        return self._signature[1]
 
     def __repr__(self):
         return f"Dataset({self.name!r}, {len(self)} images, " + ", ".join(f"{c}: {k}" for c, k in self.counts().items()) + ")"
@@ -389,11 +402,30 @@ def feature_cache_dir(cache_dir=None) -> Path:
     "`cache_dir` if given, else `$MULTICLUST_CACHE/features`, else `~/.cache/multiclust/features`."
     return Path(cache_dir).expanduser() if cache_dir is not None else cache_root()/'features'
 
+FEATURE_CACHE_VERSION = 2   # bump when extraction changes (v2: content-hashed files, code hash, tensor checksums)
+
+def encoder_code_hash(encoder) -> str:
+    "Hash of the source of the encoder's `encode_image_features` and `preprocess` (their qualified names when no source)."
+    import inspect
+    parts = []
+    for name in ('encode_image_features', 'preprocess'):
+        f = getattr(type(encoder), name, None) or getattr(encoder, name, None)
+        f = getattr(f, '__func__', f)
+        try: parts.append(inspect.getsource(f))
+        except (TypeError, OSError): parts.append(f"{getattr(f, '__module__', '')}.{getattr(f, '__qualname__', repr(f))}")
+    return hashlib.sha256('\0'.join(parts).encode()).hexdigest()[:16]
+
 def feature_cache_key(encoder, dataset: Dataset) -> str:
-    "Hash of the encoder fingerprint, its feature width and the dataset's file signature."
-    blob = json.dumps({'fingerprint': str(encoder.fingerprint), 'feature_dim': int(encoder.feature_dim),
+    "Hash of the cache version, the encoder's fingerprint, code and feature width, and the dataset's file signature."
+    blob = json.dumps({'version': FEATURE_CACHE_VERSION, 'fingerprint': str(encoder.fingerprint),
+                       'code': encoder_code_hash(encoder), 'feature_dim': int(encoder.feature_dim),
                        'files': dataset.file_signature(), 'n': len(dataset)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+def _tensor_sha256(t) -> str:
+    "SHA-256 of a tensor's raw bytes (any dtype)."
+    import torch
+    return hashlib.sha256(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
 
 def _encoder_device(encoder):
     import torch
@@ -401,7 +433,9 @@ def _encoder_device(encoder):
     except (AttributeError, StopIteration, TypeError): return torch.device(getattr(encoder, 'device', 'cpu'))
 
 def _save_atomic(tensors: dict, path: Path, metadata: dict | None = None):
+    "Write a safetensors file through a temporary file and a rename, with the SHA-256 of its 'features' tensor."
     from safetensors.torch import save_file
+    metadata = {**(metadata or {}), 'sha256': _tensor_sha256(tensors['features'])}
     fd, tmp = tempfile.mkstemp(prefix=path.name + '.', suffix='.tmp', dir=path.parent); os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata); os.replace(tmp, path)
@@ -409,13 +443,16 @@ def _save_atomic(tensors: dict, path: Path, metadata: dict | None = None):
         if os.path.exists(tmp): os.remove(tmp)
 
 def _load_tensor(path: Path, rows: int, dim: int):
-    "The 'features' tensor of a cache file if it has the expected shape, else None (a bad file is removed)."
-    from safetensors.torch import load_file
+    "The 'features' tensor of a cache file if it is readable, has the expected shape and checksum; else None (the file is removed)."
+    from safetensors import safe_open
     try:
-        t = load_file(path)['features']
-        if tuple(t.shape) == (rows, dim): return t
-    except Exception: pass
-    warnings.warn(f"feature cache file {path} is unreadable or has the wrong shape; recomputing it")
+        with safe_open(str(path), framework='pt') as f:
+            stored, t = (f.metadata() or {}).get('sha256'), f.get_tensor('features')
+        if tuple(t.shape) != (rows, dim): why = f"has shape {tuple(t.shape)}, expected {(rows, dim)}"
+        elif stored != _tensor_sha256(t): why = "fails its checksum (its bytes changed after it was written)" if stored else "has no checksum"
+        else: return t
+    except Exception as e: why = f"is unreadable ({type(e).__name__}: {e})"
+    warnings.warn(f"feature cache file {path} {why}; removing it and recomputing those features")
     path.unlink(missing_ok=True)
     return None
 
