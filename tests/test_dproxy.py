@@ -196,10 +196,10 @@ def test_encoder_is_not_changed(enc, planted):
 
 
 # ---------------------------------------------------------------- integration on a benchmark set
-def test_fit_on_cars_subset_offline(data_root, offline_encoder):
+def test_fit_on_cars_subset_offline(cars_root, offline_encoder):
     "40 cars, colour: the registry template, the cache's 32 candidates, M = base list, a full (short) run."
     from multiclust.data import load_dataset
-    ds = load_dataset('cars', root=data_root)
+    ds = load_dataset('cars', root=cars_root)
     sub = ds.subset(np.random.default_rng(0).choice(len(ds), 40, replace=False), name='cars')
     r = MultiDProxy(offline_encoder, epochs=4, prune_every=2, n_init=2, batch_size=16).fit(sub, 'color')
     assert r.status == 'ok' and r.k == sub.n_clusters('color') and r.labels.shape == (40,)

@@ -178,9 +178,9 @@ def test_kmeans_separates_blobs():
 
 
 # ---------------------------------------------------------------- real data (skips without it)
-def test_multisub_on_cars_subset(data_root, offline_encoder, tmp_path):
+def test_multisub_on_cars_subset(cars_root, offline_encoder, tmp_path):
     from multiclust.data import load_dataset
-    ds = load_dataset('cars', root=data_root)
+    ds = load_dataset('cars', root=cars_root)
     sub = ds.subset(np.random.default_rng(0).choice(len(ds), 24, replace=False))
     r = MultiSub(offline_encoder, rounds=1, phase1_epochs=1, phase2_epochs=1, n_init=2, text_embeddings=False).fit(
         sub, 'type', cache_dir=tmp_path)
