@@ -38,3 +38,12 @@ def isolated_cache(tmp_path, monkeypatch):
     "Generated data and features go to a temporary cache, never to ~/.cache (use with pytest.mark.usefixtures)."
     monkeypatch.setenv('MULTICLUST_CACHE', str(tmp_path / 'cache'))
     return tmp_path / 'cache'
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', "data: reads the benchmark data root; .ci/run reruns these with an empty one")
+
+def pytest_collection_modifyitems(config, items):
+    "Tests that take a data-root fixture are `data` tests (the data-free pass of .ci/run selects them with -m data)."
+    for it in items:
+        if 'cars_root' in getattr(it, 'fixturenames', ()): it.add_marker(pytest.mark.data)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from conftest import require_dataset
 
 from multiclust.data import (REGISTRY, ConceptSpec, DataError, Dataset, convert_concept_tree, data_root,
                              extract_features, feature_cache_key, load_dataset, make_synthetic, render,
@@ -14,12 +15,6 @@ from multiclust.data import (REGISTRY, ConceptSpec, DataError, Dataset, convert_
 from multiclust.metrics import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def shared_data_root():
-    r = os.environ.get('MULTICLUST_DATA') or str(REPO.parent/'shared'/'data')
-    if not Path(r).is_dir(): pytest.skip(f"benchmark data root {r} not found: set MULTICLUST_DATA to the folder holding cards/, cmuface/, ...")
-    return Path(r)
 
 
 @pytest.fixture(autouse=True)
@@ -289,10 +284,10 @@ def test_convert_official_layout(tmp_path):
 
 
 # ---------------------------------------------------------------- the workplace's benchmark copies
+@pytest.mark.data
 @pytest.mark.parametrize('name', ['cmuface', 'cards', 'cars'])
 def test_shared_datasets_load_with_paper_counts(name):
-    root = shared_data_root()
-    if not (root/name/'labels.csv').is_file(): pytest.skip(f"{root/name} not present")
+    root = require_dataset(name)
     ds = load_dataset(name, root=root)
     paper = {c: s.n_clusters for c, s in REGISTRY[name].concepts.items()}
     assert ds.counts() == paper
