@@ -3,6 +3,7 @@ import warnings
 
 import numpy as np
 import pytest
+from multiclust.metrics import evaluate
 import torch
 import torch.nn.functional as F
 
@@ -96,7 +97,8 @@ def test_nan_loss_stops_with_the_epoch_and_keeps_results(enc, planted, monkeypat
     assert r.status == 'nonfinite' and 'epoch 2' in r.message and 'end of epoch 1' in r.message
     assert [h['epoch'] for h in r.history if h['event'] == 'epoch'] == [0, 1]
     assert r.history[-1]['event'] == 'nonfinite' and r.row()['status'] == 'nonfinite'
-    assert r.labels.shape == (60,) and np.isfinite(r.embeddings['fused']).all() and 0 <= r.metrics['nmi'] <= 1
+    assert r.labels.shape == (60,) and np.isfinite(r.embeddings['fused']).all()
+    assert {k: r.metrics[k] for k in ('nmi', 'ri', 'ari', 'acc')} == pytest.approx(evaluate(true, r.labels))      # the kept result is scored on its own labels
     # the result holds the parameters from the end of epoch 1: the proxies of the images of the failing batch match
     v, w = seen['vw']
     rows = [int(np.argmin(np.abs(r.embeddings['image'] - vi.numpy()).sum(1))) for vi in v]
@@ -206,4 +208,4 @@ def test_fit_on_cars_subset_offline(cars_root, offline_encoder):
     assert r.params['n_candidates_start'] == 32 and r.params['candidates_capped']
     assert [(h['n_before'], h['n_after']) for h in r.history if h['event'] == 'prune'] == [(32, 16), (16, 12)]
     assert set(r.params['kept_words']) <= set(r.words) and len(r.params['kept_words']) == 12
-    assert 0 <= r.metrics['nmi'] <= 1 and r.encoder['encoder'] == 'offline'
+    assert {k: r.metrics[k] for k in ('nmi', 'ri', 'ari', 'acc')} == pytest.approx(evaluate(sub.label_ids('color'), r.labels)) and r.encoder['encoder'] == 'offline'
