@@ -305,7 +305,7 @@ def _gallery(self: Clusterer, path=None, per_row: int = 8, size: int = 96):
             ax.axis('off')
             if j < len(idx): ax.imshow(_thumb(self, idx[j], size))
         axes[c][0].set_title(f"{c}: {self.names_[c]}  (n={int((self.labels_ == c).sum())})", loc='left', fontsize=9)
-    enc = self.info_['encoder'].get('name', '?')
+    enc = self.info_['encoder'].get('encoder', '?')
     fig.suptitle(f"{len(self.labels_)} images by {self.by!r}, K={K} ({self.info_['k_chosen_by']}), "
                  f"{self.method}, encoder {enc}", fontsize=10)
     fig.tight_layout()
@@ -322,7 +322,7 @@ def _html(self: Clusterer, per_cluster: int = 24, size: int = 128) -> str:
              "img{margin:2px;border:1px solid #ccc} .meta{color:#555;font-size:.9em}</style></head><body>",
              f"<h1>{len(self.labels_)} images clustered by <i>{e(self.by)}</i></h1>",
              f"<p class='meta'>K={self.k_} ({e(self.info_['k_chosen_by'])}), method {e(self.method)}, encoder "
-             f"{e(str(self.info_['encoder'].get('name', '?')))}, words ({e(self.word_source_)}): {e(', '.join(self.words_))}; "
+             f"{e(str(self.info_['encoder'].get('encoder', '?')))}, words ({e(self.word_source_)}): {e(', '.join(self.words_))}; "
              f"{len(self.skipped_)} file(s) skipped</p>"]
     for c in range(self.k_):
         n = int((self.labels_ == c).sum())
@@ -388,7 +388,7 @@ def cmd_cluster(a) -> int:
     res.save(out)
     i = res.info_
     print(f"{i['n_images']} images by {a.by!r}: K={i['k']} ({i['k_chosen_by']}), method {i['method']}, "
-          f"encoder {i['encoder'].get('name')}, words from {i['word_source']}")
+          f"encoder {i['encoder'].get('encoder')}, words from {i['word_source']}")
     for c in i['clusters']: print(f"  {c['cluster']:>3}  {c['size']:>5}  {c['name']}")
     if i['skipped']:
         print(f"skipped {len(i['skipped'])} unreadable file(s):")
