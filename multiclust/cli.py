@@ -180,6 +180,7 @@ def main(argv=None) -> int:
     d.set_defaults(fn=cmd_demo)
     l = sub.add_parser('list', help='registered datasets and whether they are under the data root')
     l.add_argument('--data-root'); l.set_defaults(fn=cmd_list)
+    from multiclust.cluster import add_cluster_parser; add_cluster_parser(sub)
     a = p.parse_args(argv)
     try:
         return a.fn(a)

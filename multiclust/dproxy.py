@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from .clip import Encoder, PromptError
 from .proxy import NonFiniteLoss, alignment_loss, batches, check_template
-from .multisub import ClusterResult, check_k, check_features, kmeans, resolve_task, _metrics, _threads
+from .core import ClusterResult, check_k, check_features, kmeans, resolve_task, _metrics, _threads
 
 # %% auto #0
 __all__ = ['candidate_embeddings', 'CandidateProxies', 'CrossAttention', 'GatedCrossModalFusion', 'alpha_schedule',

@@ -1,4 +1,4 @@
-"Baselines and the method registry (multiclust.baselines): every method end to end, bad input, the oracle and control labels."
+"Baselines (multiclust.baselines) and the method registry (multiclust.methods): every method end to end, bad input, the oracle and control labels."
 import sys
 
 import numpy as np
@@ -7,9 +7,9 @@ import torch
 
 from multiclust.clip import PromptError, tiny_clip
 from multiclust.data import Dataset, extract_features, load_dataset
-from multiclust.multisub import ClusterResult
-from multiclust.baselines import (METHODS, MissingWords, MethodUnavailable, MultiMaP, hull_residual, image_embeddings,
-                                  prompt_embeddings, run_method, text_anchored, zeroshot)
+from multiclust.core import ClusterResult
+from multiclust.baselines import MultiMaP, hull_residual, image_embeddings, prompt_embeddings, text_anchored, zeroshot
+from multiclust.methods import METHODS, MissingWords, MethodUnavailable, run_method
 
 
 pytestmark = pytest.mark.usefixtures('isolated_cache')   # conftest: a temporary cache, never ~/.cache

@@ -11,7 +11,8 @@ import multiclust.dproxy as dproxy
 from multiclust.clip import PromptError, tiny_clip
 from multiclust.dproxy import (CandidateProxies, GatedCrossModalFusion, MultiDProxy, candidate_budget,
                                candidate_embeddings, fit_dproxy_features, prune_candidates, proxy_shift)
-from multiclust.multisub import ClusterResult, MultiSub
+from multiclust.core import ClusterResult
+from multiclust.multisub import MultiSub
 
 TPL = 'a fruit with the color of *'
 WORDS = ['red', 'yellow', 'green', 'blue', 'purple', 'orange', 'pink', 'white', 'brown', 'black', 'gray', 'gold',

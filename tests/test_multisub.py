@@ -9,7 +9,8 @@ import torch
 from multiclust.clip import PromptError, load_openclip, tiny_clip
 from multiclust.proxy import (Proxies, PrefixCachedTextPath, TruncatedTextPath, compare_paths, make_text_path,
                               prefix_cache_supported, reference_embeddings)
-from multiclust.multisub import ClusterResult, MultiSub, kmeans
+from multiclust.core import ClusterResult, kmeans
+from multiclust.multisub import MultiSub
 
 TPL = 'a fruit with the color of *'
 WORDS = ['red', 'yellow', 'green', 'dark blue', 'purple']
