@@ -112,8 +112,11 @@ def run_parameters(a) -> dict:
     "The notebook parameters a `run`/`demo` command line means (checked; paths made absolute against the working directory)."
     params = _parse_params(a.param, notebook_parameters(a.notebook))
     if a.seeds is not None and a.seeds < 1: raise UsageError(f"--seeds must be at least 1, got {a.seeds}")
-    for k in ('encoder', 'seeds'):
-        if getattr(a, k, None) is not None: params[k] = getattr(a, k)
+    for k, p in (('encoder', 'encoder'), ('seeds', 'seeds'), ('concept', 'concept'), ('template', 'concept_template'),
+                 ('words', 'concept_words')):
+        if getattr(a, k, None) is not None: params[p] = getattr(a, k)
+    if (params.get('concept_template') or params.get('concept_words')) and not params.get('concept'):
+        raise UsageError("--template / --words are for one concept: name it with --concept NAME")
     params['quick'] = bool(a.quick)
     params['results_dir'] = str(Path(a.results_dir or params.get('results_dir') or 'results').resolve())
     params['figures_dir'] = str(Path(a.figures_dir or params.get('figures_dir') or 'figures').resolve())
@@ -175,6 +178,9 @@ def main(argv=None) -> int:
     r.add_argument('--dataset', action='append', help='dataset name (repeatable) or folder')
     r.add_argument('--all', action='store_true', help='every registered dataset found under the data root')
     r.add_argument('--quick', action='store_true', help='quick mode (small budgets); without it, the full budgets')
+    r.add_argument('--concept', help="run one concept (a labels.csv column) instead of all")
+    r.add_argument('--template', help="its prompt, with one * (default: registry / multiclust.json / 'a photo with the C of *')")
+    r.add_argument('--words', help='its reference words, comma-separated (default: registry cache / multiclust.json / LLM / WordNet)')
     r.set_defaults(fn=cmd_run)
     d = sub.add_parser('demo', help='quick run on the embedded synthetic set (README command 1)'); common(d)
     d.set_defaults(fn=cmd_demo)

@@ -14,11 +14,11 @@ from PIL import Image, ImageDraw
 from .clip import open_image, ImageDecodeError
 
 # %% auto #0
-__all__ = ['REGISTRY', 'IMAGE_EXTS', 'SYNTH_VERSION', 'SYNTH_COLORS', 'SYNTH_SHAPES', 'SYNTH_SIZES', 'SYNTH_BACKGROUNDS',
-           'SYNTH_CONCEPTS', 'FEATURE_CACHE_VERSION', 'STALE_TMP_S', 'ConceptSpec', 'DatasetSpec', 'DataError',
-           'data_root', 'cache_root', 'Dataset', 'load_dataset', 'synthetic_combos', 'synthetic_attributes', 'render',
-           'make_synthetic', 'feature_cache_dir', 'encoder_code_hash', 'feature_cache_key', 'shard_ranges',
-           'extract_features', 'extract_main', 'convert_concept_tree']
+__all__ = ['REGISTRY', 'IMAGE_EXTS', 'DATASET_SPEC_FILE', 'SYNTH_VERSION', 'SYNTH_COLORS', 'SYNTH_SHAPES', 'SYNTH_SIZES',
+           'SYNTH_BACKGROUNDS', 'SYNTH_CONCEPTS', 'FEATURE_CACHE_VERSION', 'STALE_TMP_S', 'ConceptSpec', 'DatasetSpec',
+           'DataError', 'data_root', 'cache_root', 'Dataset', 'load_dataset', 'read_dataset_spec', 'synthetic_combos',
+           'synthetic_attributes', 'render', 'make_synthetic', 'feature_cache_dir', 'encoder_code_hash',
+           'feature_cache_key', 'shard_ranges', 'extract_features', 'extract_main', 'convert_concept_tree']
 
 # %% ../nbs/01_data.ipynb #99d53331
 @dataclass
@@ -28,6 +28,7 @@ class ConceptSpec:
     n_clusters: int            # the paper's number of clusters for it
     template: str              # prompt with exactly one '*', e.g. 'a fruit with the color of *'
     column: str | None = None  # labels.csv column when it differs from `name`
+    words: list[str] | None = None   # reference words given with the dataset (a user's `multiclust.json`), else None
 
     def __post_init__(self):
         if self.template.count('*') != 1:
@@ -283,8 +284,43 @@ def load_dataset(name_or_path, root=None, validate: str = 'exists', spec='auto',
             extra = f"; datasets under {base}: " + str(sorted(q.name for q in base.iterdir() if (q/'labels.csv').is_file())) if base else ''
             raise DataError(f"unknown dataset {name!r}: not a registered name (known: {sorted(REGISTRY)}) "
                             f"and not a folder with labels.csv{extra}")
-    if spec == 'auto': spec = REGISTRY.get(p.resolve().name)
+    if spec == 'auto':
+        spec = REGISTRY.get(p.resolve().name)
+        if spec is None and (p/DATASET_SPEC_FILE).is_file(): spec = read_dataset_spec(p)
     return Dataset.from_folder(p, spec=spec, validate=validate)
+
+DATASET_SPEC_FILE = 'multiclust.json'
+
+def read_dataset_spec(folder) -> DatasetSpec:
+    """The `multiclust.json` beside a user's `labels.csv`: the object word and, per concept, a prompt template and/or
+    reference words. Every `labels.csv` column is a concept; one the file does not mention gets the default template
+    `a <object> with the <concept> of *` and the library's word sources. Errors name the file and the key at fault."""
+    folder = Path(folder); f = folder/DATASET_SPEC_FILE
+    try: cfg = json.loads(f.read_text(encoding='utf-8'))
+    except (ValueError, UnicodeDecodeError) as e: raise DataError(f"{f}: not valid JSON ({e})") from None
+    if not isinstance(cfg, dict): raise DataError(f"{f}: expected an object with 'object' and 'concepts'")
+    unknown = set(cfg) - {'object', 'concepts', 'source'}
+    if unknown: raise DataError(f"{f}: unknown key(s) {sorted(unknown)}; allowed: object, concepts, source")
+    obj = str(cfg.get('object') or 'photo').strip()
+    given = cfg.get('concepts') or {}
+    if not isinstance(given, dict): raise DataError(f"{f}: 'concepts' must map concept names to {{template, words}}")
+    header, body = _read_labels(folder/'labels.csv')
+    cols = [c for c in header if c != 'path']
+    missing = [c for c in given if c not in cols]
+    if missing: raise DataError(f"{f}: concept(s) {missing} are not columns of {folder/'labels.csv'} (columns: {cols})")
+    specs = {}
+    for j, c in enumerate(cols):
+        e = given.get(c) or {}
+        if not isinstance(e, dict) or set(e) - {'template', 'words'}:
+            raise DataError(f"{f}: concepts.{c} must be an object with 'template' and/or 'words', got {e!r}")
+        words = e.get('words')
+        if words is not None and (not isinstance(words, list) or len([w for w in words if str(w).strip()]) < 2):
+            raise DataError(f"{f}: concepts.{c}.words must be a list of at least 2 words, got {words!r}")
+        tpl = e.get('template') or f'a {obj} with the {c} of *'
+        if tpl.count('*') != 1: raise DataError(f"{f}: concepts.{c}.template must contain exactly one '*', got {tpl!r}")
+        k = len({r[header.index(c)] for _, r in body})
+        specs[c] = ConceptSpec(c, max(k, 2), tpl, words=[str(w).strip() for w in words if str(w).strip()] if words else None)
+    return DatasetSpec(folder.resolve().name, obj, specs, str(cfg.get('source') or f'user dataset ({f})'), str(f))
 
 # %% ../nbs/01_data.ipynb #9fb60c72
 SYNTH_VERSION = 1   # bump when the drawings change: it is part of the cache folder name

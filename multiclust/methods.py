@@ -157,13 +157,21 @@ def _resolve_words(m: Method, ds, concept: str, seed: int, words) -> tuple[list[
         if isinstance(words, str) or len(words) == 0:
             raise PromptError(f"words= must be a non-empty list of words, got {words!r}")
         ws, src = [prompt_word(w) for w in words], 'user'
+    elif getattr(ds.concept_spec(concept), 'words', None):          # given with the dataset (multiclust.json)
+        ws, src = [prompt_word(w) for w in ds.concept_spec(concept).words], f"dataset spec ({ds.spec.card})"
     else:
-        from multiclust.refwords import reference_words, LLMError
+        from multiclust.data import REGISTRY
+        from multiclust.refwords import reference_words, user_reference_words, LLMError
         key = ds.spec.name if ds.spec is not None else ds.name
         try: rw = reference_words(key, concept)
         except LLMError as e:
-            raise MissingWords(f"method {m.name!r}: no reference words for dataset {ds.name!r}, concept {concept!r} "
-                               f"(looked up as {key}/{concept}): pass words=[...] to run_method. ({e})") from None
+            try:                               # a user's dataset: the LLM when a key is set, else WordNet, as `cluster` does
+                if key in REGISTRY: raise
+                rw = user_reference_words(concept, ds.spec.object_word if ds.spec is not None else 'photo')
+            except LLMError:
+                raise MissingWords(f"method {m.name!r}: no reference words for dataset {ds.name!r}, concept {concept!r} "
+                                   f"(looked up as {key}/{concept}): pass words=[...] to run_method, or give them in "
+                                   f"{ds.root}/multiclust.json. ({e})") from None
         ws, src = [prompt_word(w) for w in (rw.candidates or rw.words if m.words == 'candidates' else rw.words)], rw.source
         if m.words == 'candidates': n_base = len(rw.words)
     if m.words == 'random':

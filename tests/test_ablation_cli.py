@@ -227,3 +227,31 @@ def test_console_script_is_installed():
     assert exe.exists(), f"console script not installed at {exe}: pip install -e ."
     r = subprocess.run([str(exe), 'list'], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and 'synthetic' in r.stdout and 'generated' in r.stdout
+
+
+def test_run_on_a_users_labelled_folder_by_relative_path(tmp_path, monkeypatch, capsys):
+    "A user's folder (not registered), given relative to the working directory; one concept with its own prompt and words;"
+    " results, figures and notebooks land in the working directory."
+    root = _folder_dataset(tmp_path)
+    (tmp_path / 'work').mkdir(); monkeypatch.chdir(tmp_path / 'work')
+    rel = os.path.relpath(root, tmp_path / 'work')
+    rc = cli_main(['run', '--dataset', rel, '--quick', '--no-progress', '--concept', 'color',
+                   '--template', 'a shape with the color of *', '--words', 'red,green,blue,yellow,purple,orange',
+                   '-p', 'methods=kmeans,zeroshot-gpt,multisub'] + FAST)
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    rows = json.loads((tmp_path / 'work' / 'results' / f'{root.name}.json').read_text())
+    assert {(r['method'], r['concept']) for r in rows} == {('kmeans', 'color'), ('zeroshot-gpt', 'color'), ('multisub', 'color')}
+    assert all(r['status'] == 'ok' for r in rows)
+    assert all(r['word_source'].startswith('dataset spec') for r in rows if r['method'] != 'kmeans')
+    assert (tmp_path / 'work' / 'out' / f'{root.name}.ipynb').exists() and (tmp_path / 'work' / 'figures').is_dir()
+    # the same words from a multiclust.json beside labels.csv, every concept
+    (root / 'multiclust.json').write_text(json.dumps({'object': 'shape', 'concepts': {
+        'color': {'words': ['red', 'green', 'blue', 'yellow', 'purple', 'orange']},
+        'shape': {'template': 'a * shape', 'words': ['circle', 'square', 'triangle', 'star', 'cross']}}}))
+    rc = cli_main(['run', '--dataset', rel, '--quick', '--no-progress', '-p', 'methods=zeroshot-gpt'] + FAST)
+    assert rc == 0, capsys.readouterr().out
+    rows = [r for r in json.loads((tmp_path / 'work' / 'results' / f'{root.name}.json').read_text())
+            if r['method'] == 'zeroshot-gpt']
+    src = {r['concept']: r['word_source'] for r in rows}
+    assert src['color'].startswith('dataset spec') and src['shape'].startswith('dataset spec') and set(src) >= {'size', 'background'}
