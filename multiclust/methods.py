@@ -4,7 +4,7 @@
 
 # %% ../nbs/03z_methods.ipynb #9be3b97d
 from __future__ import annotations
-import inspect, time
+import inspect, re, time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -50,7 +50,7 @@ class Method:
     name: str
     impl: Callable[[], Callable]  # returns the function or class that runs it (imported lazily)
     run: Callable                 # run(impl, task) -> ClusterResult
-    words: str                    # 'none' | 'reference' | 'labels' | 'random' | 'candidates'
+    words: str                    # 'none' | 'reference' | 'labels' | 'random' | 'candidates' | 'wordnet'
     doc: str
     quick: dict = field(default_factory=dict)
     full: dict = field(default_factory=dict)
@@ -138,6 +138,11 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            quick=dict(epochs=2, n_init=3, text_embeddings=False), full=dict(epochs=20, n_init=10), fixed=_FIT),
     Method('multisub', _fn(MultiSub), _run_fit, 'reference', 'Multi-Sub: proxies in the reference words\' convex hull',
            quick=_QUICK_MS, full=_FULL_MS, fixed=_FIT),
+    Method('zeroshot-wordnet', _fn(zeroshot), _zs_runner('zeroshot-wordnet'), 'wordnet',
+           'zero-shot over label-blind WordNet hyponyms of the concept word (no LLM, no authored list)', fixed=_FIT),
+    Method('multisub-wordnet', _fn(MultiSub), _run_fit, 'wordnet',
+           'Multi-Sub with label-blind WordNet hyponyms of the concept word as reference words',
+           quick=_QUICK_MS, full=_FULL_MS, fixed=_FIT),
     Method('multisub-randwords', _fn(MultiSub), _run_fit, 'random',
            'Multi-Sub with as many random WordNet nouns as reference words (control)',
            quick=_QUICK_MS, full=_FULL_MS, fixed=_FIT),
@@ -152,6 +157,12 @@ def _resolve_words(m: Method, ds, concept: str, seed: int, words) -> tuple[list[
     "The words `m` uses for `concept`, their source, and the base list's length when `m` takes the candidates."
     if m.words == 'none': return [], 'none', None
     if m.words == 'labels': return [prompt_word(c) for c in ds.classes(concept)], WORD_SOURCES['labels'], None
+    if m.words == 'wordnet':
+        from multiclust.refwords import wordnet_hyponyms, LLMError
+        try: rw = wordnet_hyponyms(concept)
+        except LLMError as e: raise MissingWords(f"method {m.name!r}: {e}") from None
+        syn = re.search(r"synset \S+, sense \d+ of '[^']*'", rw.note)
+        return [prompt_word(w) for w in rw.words], f"{rw.source} ({syn.group(0)})" if syn else rw.source, None
     n_base = None
     if words is not None:
         if isinstance(words, str) or len(words) == 0:
