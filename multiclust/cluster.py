@@ -154,13 +154,14 @@ def word_weights(res: ClusterResult, encoder, feats, template: str, words: list[
 
 def name_clusters(labels, W: np.ndarray, words: list[str], n_words: int = 2) -> tuple[list[str], np.ndarray]:
     '''Cluster names and per-image confidences: a cluster's name is its `n_words` reference words of largest mean
-    weight over its images (a repeated name gets the cluster id); an image's confidence is its weight on them.'''
+    weight over its images relative to the mean over all images (a repeated name gets the cluster id); an image's
+    confidence is its weight on them.'''
     labels = np.asarray(labels)
-    names, conf = [], np.zeros(len(labels))
+    names, conf, base = [], np.zeros(len(labels)), W.mean(0)
     for c in range(int(labels.max()) + 1):
         idx = labels == c
         if not idx.any(): names.append(f"cluster {c} (empty)"); continue
-        top = np.argsort(-W[idx].mean(0), kind='stable')[:n_words]
+        top = np.argsort(-(W[idx].mean(0) - base), kind='stable')[:n_words]
         names.append(' / '.join(words[j] for j in top))
         conf[idx] = W[idx][:, top].sum(1)
     seen = {}
