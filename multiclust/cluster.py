@@ -154,13 +154,14 @@ def word_weights(res: ClusterResult, encoder, feats, template: str, words: list[
 
 def name_clusters(labels, W: np.ndarray, words: list[str], n_words: int = 2) -> tuple[list[str], np.ndarray]:
     '''Cluster names and per-image confidences: a cluster's name is its `n_words` reference words of largest mean
-    weight over its images (a repeated name gets the cluster id); an image's confidence is its weight on them.'''
+    weight over its images relative to the mean over all images (a repeated name gets the cluster id); an image's
+    confidence is its weight on them.'''
     labels = np.asarray(labels)
-    names, conf = [], np.zeros(len(labels))
+    names, conf, base = [], np.zeros(len(labels)), W.mean(0)
     for c in range(int(labels.max()) + 1):
         idx = labels == c
         if not idx.any(): names.append(f"cluster {c} (empty)"); continue
-        top = np.argsort(-W[idx].mean(0), kind='stable')[:n_words]
+        top = np.argsort(-(W[idx].mean(0) - base), kind='stable')[:n_words]
         names.append(' / '.join(words[j] for j in top))
         conf[idx] = W[idx][:, top].sum(1)
     seen = {}
@@ -218,8 +219,12 @@ class Clusterer:
 
     def fit(self, images) -> 'Clusterer':
         t0 = time.perf_counter()
-        ds, skipped = _as_dataset(images, self.progress)
         enc = self._encoder()
+        given = torch.is_tensor(images) or isinstance(images, np.ndarray)      # frozen features (N, feature_dim)
+        if given:
+            feats = check_features(enc, images)
+            ds, skipped = Dataset('.', [f"#{i}" for i in range(len(feats))], {}, name='features'), []
+        else: ds, skipped = _as_dataset(images, self.progress)
         template = self.template or default_template(self.by, self.object_word)
         from multiclust.proxy import check_template, reference_embeddings
         check_template(enc, template)
@@ -228,7 +233,7 @@ class Clusterer:
         N = len(ds)
         if self.k is not None: check_k(self.k, N)
         t1 = time.perf_counter()
-        feats = check_features(enc, extract_features(enc, ds, cache_dir=self.cache_dir, progress=self.progress))
+        if not given: feats = check_features(enc, extract_features(enc, ds, cache_dir=self.cache_dir, progress=self.progress))
         feature_s = time.perf_counter() - t1
         concept = self.by
         if self.k is not None:
@@ -249,7 +254,7 @@ class Clusterer:
         self.names_, conf = name_clusters(res.labels, W, rw.words)
         self.labels_, self.confidence_, self.k_, self.result_ = res.labels, conf, k, res
         self.words_, self.word_source_, self.word_note_, self.template_ = list(rw.words), rw.source, rw.note, template
-        self.dataset_, self.skipped_, self.paths_ = ds, skipped, list(ds.paths)
+        self.dataset_, self.skipped_, self.paths_ = (None if given else ds), skipped, list(ds.paths)
         self.metrics_ = None
         if self.labels is not None:
             from multiclust.metrics import evaluate
@@ -269,7 +274,7 @@ class Clusterer:
         return self
 
     def fit_predict(self, images) -> np.ndarray:
-        "`fit(images).labels_`."
+        "`fit(images).labels_`; `images` may also be the encoder's frozen features `(N, feature_dim)` (then no gallery)."
         return self.fit(images).labels_
 
     @property
@@ -290,6 +295,7 @@ def _order(self: Clusterer, c: int, n: int) -> list[int]:
     return [int(i) for i in idx[np.argsort(-self.confidence_[idx], kind='stable')][:n]]
 
 def _thumb(self: Clusterer, i: int, size: int):
+    if self.dataset_ is None: raise ValueError("fitted on features, not images: there is nothing to show in a gallery")
     im = self.dataset_.load_image(i); im.thumbnail((size, size)); return im
 
 def _gallery(self: Clusterer, path=None, per_row: int = 8, size: int = 96):
@@ -342,8 +348,9 @@ def _save(self: Clusterer, out) -> Path:
     out = Path(out).expanduser(); out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / 'assignments.csv', self.assignments.to_csv(index=False))
     atomic_write_text(out / 'clusters.json', json.dumps(_jsonable(self.info_), indent=1) + '\n')
-    self.gallery(out / 'gallery.png')
-    atomic_write_text(out / 'gallery.html', _html(self))
+    if self.dataset_ is not None:                            # fitted on features: no pictures to write
+        self.gallery(out / 'gallery.png')
+        atomic_write_text(out / 'gallery.html', _html(self))
     return out
 
 Clusterer.gallery, Clusterer.html, Clusterer.save = _gallery, _html, _save

@@ -1,13 +1,15 @@
 """How often the label-free K rule of multiclust.cluster (largest silhouette) picks the true K, and the NMI it costs.
-One Multi-Sub fit per (dataset, concept, seed) (quick budgets; training does not depend on K), then the method's
+One Multi-Sub fit per (dataset, concept, seed) (full budgets as `multiclust cluster`, or --budgets quick; training
+does not depend on K), then the method's
 k-means at the true K and at the rule's K on the same embedding. Usage:
-  MULTICLUST_DATA=../shared/data python tools/k_rule_check.py [--seeds 2] [--out results/k_rule.csv]"""
+  MULTICLUST_DATA=../shared/data python tools/k_rule_check.py [--seeds 2] [--budgets full|quick] [--out results/k_rule.csv]"""
 import argparse, os, sys, time
 import numpy as np, pandas as pd, torch
 
 def main():
     ap = argparse.ArgumentParser(); ap.add_argument('--seeds', type=int, default=1); ap.add_argument('--out', default='results/k_rule.csv')
     ap.add_argument('--sets', default='synthetic:toyclip,cmuface:offline,cars:offline'); ap.add_argument('--method', default='multisub')
+    ap.add_argument('--budgets', choices=['full', 'quick'], default='full')
     a = ap.parse_args()
     torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', '1')))
     from multiclust.clip import load_encoder
@@ -26,12 +28,12 @@ def main():
             rw = reference_words(ds.spec.name, c); true = ds.label_ids(c); K = ds.n_clusters(c)
             for s in range(a.seeds):
                 t0 = time.time()
-                res = _run(a.method, enc, feats, ds.concept_spec(c).template, rw.words, rw.source, 2, s, True, ds.name, c, {})
+                res = _run(a.method, enc, feats, ds.concept_spec(c).template, rw.words, rw.source, 2, s, a.budgets == 'quick', ds.name, c, {})
                 X = _clustered(res, a.method); n_init = res.params.get('n_init', 10)
                 ks = k_range(len(ds), len(rw.words))
                 k, sc = choose_k(X, ks, s, n_init)
                 n_true, n_rule = nmi(true, kmeans(X, K, s, n_init)), nmi(true, kmeans(X, k, s, n_init))
-                rows.append(dict(dataset=name, encoder=enc.name, concept=c, seed=s, true_k=K, rule_k=k, hit=k == K,
+                rows.append(dict(dataset=name, encoder=enc.name, budgets=a.budgets, concept=c, seed=s, true_k=K, rule_k=k, hit=k == K,
                                  k_in_range=K in ks, nmi_true_k=round(n_true, 4), nmi_rule_k=round(n_rule, 4),
                                  nmi_cost=round(n_true - n_rule, 4), seconds=round(time.time() - t0, 1)))
                 print(rows[-1], flush=True)
