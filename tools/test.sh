@@ -16,6 +16,12 @@ if ! .venv/bin/pip install -q -e ".[dev]" >"$log" 2>&1; then
   echo "pip install -e .[dev] failed (output above)"; exit 1
 fi
 rm -f "$log"
+# the gallery.html test renders in a real headless Chromium (Debian's package); as root we install it, else it skips
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "== installing chromium for the browser test"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+    || echo "WARNING: chromium could not be installed: tests/test_cluster.py's browser test will skip"
+fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} MKL_NUM_THREADS=${MKL_NUM_THREADS:-2} TOKENIZERS_PARALLELISM=false
 export MULTICLUST_DATA=${MULTICLUST_DATA-$(cd .. && pwd)/shared/data}
 export MPLBACKEND=Agg
