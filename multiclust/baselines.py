@@ -133,25 +133,27 @@ class MapState:
     feats: torch.Tensor
     V0: torch.Tensor              # (N, D) normalised image embeddings at the start
     zs: torch.Tensor              # (N,) zero-shot reference word per image
-    Tw: torch.Tensor              # (|W|, D) normalised text embeddings of the words alone
-    Tc: torch.Tensor | None       # (D,) concept word's
-    Tn: torch.Tensor | None       # (|C-|, D) contrastive concepts'
+    Tw: torch.Tensor              # (|W|, D) text features of the words alone (raw in 'token' space, normalised in 'text')
+    Tc: torch.Tensor | None       # (D,) the concept word's (same convention)
+    Tn: torch.Tensor | None       # (|C-|, D) the contrastive concepts'
     W: torch.nn.Parameter         # (N, width) the free proxies
-    scale: float                  # RMS token coordinate of Z (unit of `lr`)
+    scale: float                  # RMS coordinate of the initial proxies (to report lr / scale)
 
 class MultiMaP:
     "Multi-MaP (Yao, Qian & Hu, CVPR 2024): a free proxy token per image, aligned with its image, kept near the concept and a zero-shot reference word."
     method = 'multimap'
     CLUSTER_ON = {'prompt+image': ('prompt_text', 'image'), 'proxy+image': ('proxy_text', 'image'),
                   'token+image': ('proxy_token', 'image'), 'prompt': ('prompt_text',), 'image': ('image',)}
+    SPACES = ('token', 'text')
 
-    def __init__(self, encoder: Encoder, *, epochs: int = 20, lr: float = 1.0, alpha: float = 0.2, beta: float = 0.2,
-                 gamma: float = 0.0, contrast: Sequence[str] = (), batch_size: int = 256, lr_proj: float = 0.0,
-                 cluster_on: str = 'prompt+image', n_init: int = 10, text_path: str = 'fast',
+    def __init__(self, encoder: Encoder, *, epochs: int = 50, lr: float = 0.005, alpha: float = 0.2, beta: float = 0.2,
+                 gamma: float = 0.0, contrast: Sequence[str] = (), space: str = 'token', batch_size: int = 20,
+                 lr_proj: float = 0.0, cluster_on: str = 'prompt+image', n_init: int = 10, text_path: str = 'fast',
                  text_embeddings: bool = True, seed: int = 0, threads: int | None = None, progress: bool = False):
         if epochs < 0: raise ValueError(f"epochs must be >= 0, got {epochs}")
         if cluster_on not in self.CLUSTER_ON:
             raise ValueError(f"cluster_on must be one of {list(self.CLUSTER_ON)}, got {cluster_on!r}")
+        if space not in self.SPACES: raise ValueError(f"space must be one of {list(self.SPACES)}, got {space!r}")
         for n, v in dict(alpha=alpha, beta=beta, gamma=gamma, lr_proj=lr_proj).items():
             if not v >= 0: raise ValueError(f"{n} must be >= 0, got {v}")
         if not lr > 0: raise ValueError(f"lr must be > 0, got {lr}")
@@ -160,9 +162,10 @@ class MultiMaP:
         if contrast and gamma == 0: raise ValueError(f"contrast={list(contrast)} has no effect with gamma=0: set gamma > 0")
         self.encoder, self.text_embeddings, self.progress = encoder, text_embeddings, progress
         self.params = dict(epochs=epochs, lr=lr, alpha=alpha, beta=beta, gamma=gamma, contrast=list(contrast),
-                           batch_size=batch_size, lr_proj=lr_proj, cluster_on=cluster_on, n_init=n_init,
+                           space=space, batch_size=batch_size, lr_proj=lr_proj, cluster_on=cluster_on, n_init=n_init,
                            text_path=text_path, seed=seed, threads=threads)
         for k, v in self.params.items(): setattr(self, k, v)
+
 
 # %% ../nbs/03b_baselines.ipynb #28b9e66d
 def _prepare(self: MultiMaP, feats, template: str, words: Sequence[str], concept: str = '') -> MapState:
@@ -171,21 +174,28 @@ def _prepare(self: MultiMaP, feats, template: str, words: Sequence[str], concept
     feats = check_features(enc, feats)
     if isinstance(words, str): raise PromptError(f"reference words must be a list of words, got the string {words!r}")
     words = [prompt_word(w) for w in words]
-    if self.alpha > 0 and not str(concept).strip():
-        raise ValueError("Multi-MaP's concept constraint (alpha > 0) needs the concept word: pass concept='color' (or alpha=0)")
+    if (self.alpha > 0 or self.gamma > 0) and not str(concept).strip():
+        raise ValueError("Multi-MaP's concept constraint (alpha > 0) and contrast (gamma > 0) need the concept word: "
+                         "pass concept='color' (or alpha=0, gamma=0)")
     Z = reference_embeddings(enc, words)
+    if self.space == 'token' and Z.shape[1] != enc.embed_dim:
+        raise ValueError(f"space='token' (the official Multi-MaP: the proxy token is compared with text features) needs "
+                         f"token width = embedding dim; encoder {enc.describe().get('encoder')!r} has {Z.shape[1]} vs "
+                         f"{enc.embed_dim}: use space='text'")
     path = make_text_path(enc, template, self.text_path)
     star = make_text_path(enc, '*', self.text_path)
     proj = copy.deepcopy(enc.image_projection)
     for p in proj.parameters(): p.requires_grad_(self.lr_proj > 0)
+    norm = (lambda x: x) if self.space == 'token' else (lambda x: F.normalize(x, dim=-1))
     with torch.no_grad():
         V0 = F.normalize(proj(feats), dim=-1)
         zs = (V0 @ prompt_embeddings(enc, template, words).T).argmax(-1)
-        Tw = F.normalize(enc.encode_text(words), dim=-1)
-        Tc = F.normalize(enc.encode_text([prompt_word(concept)]), dim=-1)[0] if self.alpha > 0 else None
-        Tn = F.normalize(enc.encode_text([prompt_word(c) for c in self.contrast]), dim=-1) if self.gamma > 0 else None
-    W = torch.nn.Parameter(Z[zs].clone())
-    return MapState(Z, path, star, proj, feats, V0, zs, Tw, Tc, Tn, W, float(Z.pow(2).mean().sqrt()))
+        Tw = norm(enc.encode_text(words))
+        Tc = norm(enc.encode_text([prompt_word(concept)]))[0] if (self.alpha > 0 or self.gamma > 0) else None
+        Tn = norm(enc.encode_text([prompt_word(c) for c in self.contrast])) if self.gamma > 0 else None
+    W0 = Tw[zs] if self.space == 'token' else Z[zs]       # official: the zero-shot word's text feature; ours: its token
+    W = torch.nn.Parameter(W0.clone())
+    return MapState(Z, path, star, proj, feats, V0, zs, Tw, Tc, Tn, W, float(W0.pow(2).mean().sqrt()))
 
 def _loss_terms(self: MultiMaP, st: MapState, idx: torch.Tensor) -> dict:
     "The Multi-MaP objective on images `idx`: a dict of the terms and their weighted sum 'loss'."
@@ -193,15 +203,23 @@ def _loss_terms(self: MultiMaP, st: MapState, idx: torch.Tensor) -> dict:
     W = st.W[idx]
     terms = {'align': alignment_loss(v, st.path(W))}
     if self.alpha > 0 or self.beta > 0 or self.gamma > 0:
-        s = F.normalize(st.star(W), dim=-1)
-        if self.alpha > 0: terms['concept'] = (1 - s @ st.Tc).mean()
-        if self.beta > 0: terms['reference'] = (1 - (s * st.Tw[st.zs[idx]]).sum(-1)).mean()
-        if self.gamma > 0: terms['contrast'] = (s @ st.Tn.T).clamp_min(0).mean()
+        if self.space == 'token':                        # the official terms: MSE of the token itself to raw text features
+            p = W
+            if self.alpha > 0: terms['concept'] = (p - st.Tc).pow(2).mean()
+            if self.beta > 0: terms['reference'] = (p - st.Tw[st.zs[idx]]).pow(2).mean()
+        else:                                            # ours: the proxy's text embedding s(w), cosines
+            p = F.normalize(st.star(W), dim=-1)
+            if self.alpha > 0: terms['concept'] = (1 - p @ st.Tc).mean()
+            if self.beta > 0: terms['reference'] = (1 - (p * st.Tw[st.zs[idx]]).sum(-1)).mean()
+        if self.gamma > 0:                               # ours (no form in the official code): nearer c than any c-
+            cos = lambda e: F.cosine_similarity(p[:, None], e[None], dim=-1)
+            terms['contrast'] = (cos(st.Tn) - cos(st.Tc[None])).clamp_min(0).mean()
     terms['loss'] = terms['align'] + sum(getattr(self, a) * terms[n] for a, n in
                                          (('alpha', 'concept'), ('beta', 'reference'), ('gamma', 'contrast')) if n in terms)
     return terms
 
 MultiMaP.prepare, MultiMaP.loss_terms = _prepare, _loss_terms
+
 
 # %% ../nbs/03b_baselines.ipynb #447acf1f
 @torch.no_grad()
@@ -220,7 +238,7 @@ def _fit_features_map(self: MultiMaP, feats, template: str, words: Sequence[str]
         nthreads = torch.get_num_threads()
         gen = torch.Generator().manual_seed(self.seed)
         st = self.prepare(feats, template, words, concept)
-        groups = [{'params': [st.W], 'lr': self.lr * st.scale}]
+        groups = [{'params': [st.W], 'lr': self.lr}]
         if self.lr_proj > 0: groups.append({'params': list(st.proj.parameters()), 'lr': self.lr_proj})
         opt = torch.optim.Adagrad(groups)
         hist, status, message = [], 'ok', ''
@@ -257,8 +275,8 @@ def _fit_features_map(self: MultiMaP, feats, template: str, words: Sequence[str]
     self.state_ = st
     res = _result(self.method, self.encoder, labels, k, self.seed, true, dataset=dataset, concept=concept,
                   words=[prompt_word(w) for w in words], word_source=word_source, emb=emb, history=hist,
-                  params={**self.params, 'template': template, 'concept_word': prompt_word(concept) if self.alpha > 0 else '',
-                          'text_path_kind': st.path.kind, 'lr_abs': self.lr * st.scale, 'n_images': N,
+                  params={**self.params, 'template': template, 'concept_word': prompt_word(concept) if (self.alpha > 0 or self.gamma > 0) else '',
+                          'text_path_kind': st.path.kind, 'lr_per_scale': self.lr / st.scale, 'n_images': N,
                           'threads_used': nthreads})
     res.status, res.message = status, message
     res.runtime_s = time.perf_counter() - t0

@@ -91,11 +91,16 @@ def _run_text_anchored(f, t: Task):
 
 def _run_fit(cls, t: Task):
     kw = dict(t.kw)
-    if kw.get('contrast') == 'others':                    # Multi-MaP: push away from the dataset's other concepts
+    others = kw.get('contrast') == 'others'
+    if others:                                            # Multi-MaP: the dataset's other concepts are the contrast
         kw['contrast'] = [c for c in t.concepts if c != t.concept]
-        kw.setdefault('gamma', 0.2)
-    return cls(t.encoder, seed=t.seed, **kw).fit_features(t.feats, t.template, t.words, t.k, t.true, t.dataset,
-                                                          t.concept, t.word_source)
+        kw.setdefault('gamma', 0.2 if kw['contrast'] else 0.0)
+    res = cls(t.encoder, seed=t.seed, **kw).fit_features(t.feats, t.template, t.words, t.k, t.true, t.dataset,
+                                                         t.concept, t.word_source)
+    if others:
+        res.params['contrast_from'] = ("the dataset's other concepts" if kw['contrast'] else
+                                       f"none: {t.dataset!r} has no concept besides {t.concept!r}")
+    return res
 
 def _run_dproxy(cls, t: Task):
     kw = dict(t.kw)
@@ -135,7 +140,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method('text-anchored', _fn(text_anchored), _run_text_anchored, 'reference',
            'k-means on R = cos(image, reference-word prompts) (training-free, CRL-style)', fixed=_FIT),
     Method('multimap', _fn(MultiMaP), _run_fit, 'reference', 'Multi-MaP: a free proxy token per image (CVPR 2024)',
-           quick=dict(epochs=2, n_init=3, text_embeddings=False), full=dict(epochs=20, n_init=10), fixed=_FIT),
+           quick=dict(epochs=2, n_init=3, text_embeddings=False, contrast='others'),
+           full=dict(epochs=50, n_init=10, contrast='others'), fixed=_FIT),
     Method('multisub', _fn(MultiSub), _run_fit, 'reference', 'Multi-Sub: proxies in the reference words\' convex hull',
            quick=_QUICK_MS, full=_FULL_MS, fixed=_FIT),
     Method('zeroshot-wordnet', _fn(zeroshot), _zs_runner('zeroshot-wordnet'), 'wordnet',

@@ -99,7 +99,8 @@ def test_multimap_proxy_is_free(enc):
     r = mm.fit_features(fs, 'a fruit with the color of *', ['red', 'green', 'blue'], 3, concept='color')
     Z = mm.state_.Z
     assert (hull_residual(r.embeddings['proxy_token'], Z) > 1e-3 * Z.norm(dim=-1).mean()).all()
-    assert not np.allclose(r.embeddings['proxy_token'], Z[mm.state_.zs].numpy())   # it moved from the zero-shot word
+    start = mm.state_.Tw[mm.state_.zs].numpy()          # space='token' starts at the zero-shot word's text feature
+    assert not np.allclose(r.embeddings['proxy_token'], start)                        # it moved from there
 
 
 # ------------------------------------------------------------------------ bad input
@@ -161,3 +162,26 @@ def test_offline_encoder_synthetic(offline_encoder, tmp_path):
         try: r = run_method(name, offline_encoder, ds, 'shape', feats=fs, quick=True)
         except MethodUnavailable: continue
         assert r.k == ds.n_clusters('shape') and np.isfinite(r.metrics['nmi']) and r.encoder['encoder'] == 'offline'
+
+
+def test_multimap_contrast_is_the_other_concepts(enc, syn):
+    "The registry runs Multi-MaP with the dataset's other concepts as contrast and records them in the row."
+    fs = extract_features(enc, syn, progress=False)
+    r = run_method('multimap', enc, syn, 'color', feats=fs, quick=True, epochs=1)
+    assert r.params['contrast'] == [c for c in syn.concepts if c != 'color'] and r.params['gamma'] == 0.2
+    assert r.params['contrast_from'] == "the dataset's other concepts"
+    assert 'contrast' in r.history[0]
+    one = Dataset(syn.root, syn.paths, {'tint': syn.labels('color')}, name='one')
+    r1 = run_method('multimap', enc, one, 'tint', feats=fs, quick=True, epochs=1, template='a shape of *',
+                    words=['red', 'blue', 'green'])
+    assert r1.params['contrast'] == [] and r1.params['gamma'] == 0.0
+    assert r1.params['contrast_from'] == "none: 'one' has no concept besides 'tint'"
+    r0 = run_method('multimap', enc, syn, 'color', feats=fs, quick=True, epochs=1, contrast=[], gamma=0.0)
+    assert r0.params['contrast'] == [] and 'contrast_from' not in r0.params and 'contrast' not in r0.history[0]
+
+
+def test_multimap_official_step_sizes(enc):
+    "Defaults are the official code's (parse.py): Adagrad lr 0.005, batch 20, 50 epochs, alpha = beta = 0.2."
+    p = MultiMaP(enc).params
+    assert (p['lr'], p['batch_size'], p['epochs'], p['alpha'], p['beta'], p['space']) == (0.005, 20, 50, 0.2, 0.2, 'token')
+    assert METHODS['multimap'].budgets(quick=False)['epochs'] == 50
