@@ -34,7 +34,7 @@ def _ok(r: ClusterResult, k, n):
 
 def test_registry_names():
     assert list(METHODS) == ['kmeans', 'zeroshot-gpt', 'zeroshot-label', 'text-anchored', 'multimap', 'multisub',
-                             'multisub-randwords', 'multidproxy']
+                             'zeroshot-wordnet', 'multisub-wordnet', 'multisub-randwords', 'multidproxy']
 
 
 @pytest.mark.parametrize('name', [n for n in METHODS if n != 'multidproxy'])
