@@ -127,8 +127,7 @@ def _dproxy_quick(cls) -> dict:
     return {k: v for k, v in QUICK_GUESS.items() if k in ok}
 
 _fn = lambda f: (lambda: f)
-_QUICK_MS = dict(rounds=1, phase1_epochs=2, phase2_epochs=1, n_init=3, eval_rounds=False, text_embeddings=False)
-_FULL_MS = dict(rounds=3, phase1_epochs=10, phase2_epochs=3, n_init=10)
+_QUICK_MS, _FULL_MS = MultiSub.QUICK, MultiSub.FULL        # the paper's protocol (chapter 03a): quick = converged
 
 METHODS: dict[str, Method] = {m.name: m for m in [
     Method('kmeans', _fn(kmeans_images), _run_kmeans, 'none', 'k-means on the L2-normalised image embeddings',

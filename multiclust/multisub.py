@@ -17,7 +17,8 @@ from .losses import pseudo_labels, joint_embedding, phase2_epoch
 from .core import ClusterResult, check_k, check_features, kmeans, resolve_task, _metrics, _threads
 
 # %% auto #0
-__all__ = ['MultiSub']
+__all__ = ['PAPER_GRID', 'COLLAPSE_SPREAD', 'PROTOCOL', 'MultiSub', 'spread', 'effective_rank', 'balanced_embedding',
+           'relative_alignment_loss', 'is_collapsed', 'choose_candidate']
 
 # %% ../nbs/03a_multisub.ipynb #83662a41
 def _rowwise(sparse_proxies, optimizer: str, weight_decay: float, lr_latent: float) -> bool:
@@ -33,9 +34,12 @@ def _rowwise(sparse_proxies, optimizer: str, weight_decay: float, lr_latent: flo
     return sparse_proxies
 
 def _optimizer(name: str, groups: list[dict], weight_decay: float):
+    "Adagrad, Adam (beta1 = 0.9, torch's default betas) or SGD over `groups`; a group's own 'weight_decay' wins."
     opts = {'adagrad': torch.optim.Adagrad, 'adam': torch.optim.Adam, 'sgd': torch.optim.SGD}
     if name not in opts: raise ValueError(f"optimizer must be one of {list(opts)}, got {name!r}")
     return opts[name](groups, weight_decay=weight_decay)
+
+PAPER_GRID = dict(lr=(1e-1, 5e-2, 1e-2, 5e-3, 1e-3, 5e-4), weight_decay=(5e-4, 1e-4, 5e-5, 1e-5))
 
 class MultiSub:
     "Multi-Sub (Yao, Qian & Hu 2024): subspace proxy learning (Phase I) alternating with the clustering loss (Phase II)."
@@ -45,33 +49,112 @@ class MultiSub:
                  optimizer: str = 'adagrad', batch_size: int = 256, lam: float = 0.5, margin: float = 1.0,
                  latent: str = 'token', init_std: float = 0.0, cluster_on: str = 'token+image', n_init: int = 10,
                  text_path: str = 'fast', text_embeddings: bool = True, eval_rounds: bool = True,
-                 seed: int = 0, threads: int | None = None, progress: bool = False, sparse_proxies: bool | str = 'auto'):
+                 seed: int = 0, threads: int | None = None, progress: bool = False, sparse_proxies: bool | str = 'auto',
+                 proj_anchor: float = 0.0, balance: bool = True, patience: int | None = None, tol: float = 0.0,
+                 keep_best: bool = False, select: str | None = None, grid: dict | None = None,
+                 proj_lr_scale: float = 1e-2, select_subset: int | None = None, diagnostics: bool = True):
         if rounds < 1 or phase1_epochs < 0 or phase2_epochs < 0:
             raise ValueError(f"need rounds >= 1 and epochs >= 0, got rounds={rounds}, phase1_epochs={phase1_epochs}, "
                              f"phase2_epochs={phase2_epochs}")
         if cluster_on not in self.CLUSTER_ON:
             raise ValueError(f"cluster_on must be one of {list(self.CLUSTER_ON)}, got {cluster_on!r}")
+        if select not in (None, 'loss'): raise ValueError(f"select must be None or 'loss', got {select!r}")
+        if not proj_anchor >= 0: raise ValueError(f"proj_anchor must be >= 0, got {proj_anchor}")
+        if not 0 <= tol < 1: raise ValueError(f"tol must be in [0, 1) (a fraction of the images), got {tol}")
+        if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
+            raise ValueError(f"patience must be None or an integer >= 1, got {patience!r}")
+        grid = {k: tuple(v) for k, v in (PAPER_GRID if grid is None else grid).items()}
+        if select and (set(grid) - {'lr', 'weight_decay'} or not all(len(v) for v in grid.values())):
+            raise ValueError(f"grid must map 'lr' and/or 'weight_decay' to non-empty lists, got {grid}")
         _rowwise(sparse_proxies, optimizer, weight_decay, lr_latent)
         self.encoder = encoder
         self.params = dict(rounds=rounds, phase1_epochs=phase1_epochs, phase2_epochs=phase2_epochs, lr_latent=lr_latent,
                            lr_proj1=lr_proj1, lr_proj2=lr_proj2, weight_decay=weight_decay, optimizer=optimizer,
                            batch_size=batch_size, lam=lam, margin=margin, latent=latent, init_std=init_std,
                            cluster_on=cluster_on, n_init=n_init, text_path=text_path, seed=seed, threads=threads,
-                           sparse_proxies=sparse_proxies)
+                           sparse_proxies=sparse_proxies, proj_anchor=proj_anchor, balance=balance, patience=patience,
+                           tol=tol, keep_best=keep_best, select=select, grid=grid, proj_lr_scale=proj_lr_scale,
+                           select_subset=select_subset)
         self.text_embeddings, self.eval_rounds, self.progress = text_embeddings, eval_rounds, progress
+        self.diagnostics = diagnostics
         for k, v in self.params.items(): setattr(self, k, v)
 
     CLUSTER_ON = {'token+image': ('proxy_token', 'image'), 'prompt+image': ('prompt_text', 'image'),
                   'image': ('image',), 'token': ('proxy_token',), 'prompt': ('prompt_text',)}
+
+
+# %% ../nbs/03a_multisub.ipynb #3ea68965
+import torch.nn.functional as F
+COLLAPSE_SPREAD = 0.05     # a fit whose image spread fell below this fraction of the pretrained spread has collapsed
+
+def spread(X) -> float:
+    "Mean squared distance of the L2-normalised rows of `X` to their centroid: 0 when all rows point the same way."
+    X = F.normalize(torch.as_tensor(X, dtype=torch.float32), dim=-1)
+    return float(((X - X.mean(0)) ** 2).sum(-1).mean())
+
+def effective_rank(X, max_rows: int = 2000) -> float:
+    "exp(entropy) of the normalised singular values of the centred, L2-normalised rows (the first `max_rows` rows)."
+    X = F.normalize(torch.as_tensor(X, dtype=torch.float32)[:max_rows], dim=-1)
+    s = torch.linalg.svdvals(X - X.mean(0))
+    if float(s.sum()) <= 0: return 0.0
+    p = s / s.sum()
+    return float(torch.exp(-(p * p.clamp_min(1e-30).log()).sum()))
+
+def balanced_embedding(*parts: torch.Tensor) -> torch.Tensor:
+    '''The concatenation of `parts`, each L2-normalised and then divided by the square root of its spread, so that
+    every part has the same total variance and so the same say in k-means' squared distances (our design).'''
+    out = []
+    for P in parts:
+        P = F.normalize(P, dim=-1)
+        s = float(((P - P.mean(0)) ** 2).sum(-1).mean())
+        out.append(P / math.sqrt(s) if s > 1e-12 else P)
+    return torch.cat(out, -1)
+
+@torch.no_grad()
+def relative_alignment_loss(V: torch.Tensor, T: torch.Tensor) -> float:
+    '''Eq. 5's loss of the matched pairs (image i, its own prompt) divided by its mean over all pairs (i, j):
+    $\\frac{1}{N}\\sum_i (1-\\cos(v_i,t_i)) / (1-\\bar v\\cdot\\bar t)$ with $\\bar v,\\bar t$ the means of the normalised
+    rows (the all-pairs mean in O(N)). Lower is better; 1 means a proxy explains its own image no better than any
+    other image, which is what a collapse (one embedding for every image, or one proxy) scores.'''
+    V, T = F.normalize(V.double(), dim=-1), F.normalize(T.double(), dim=-1)   # float64: both terms vanish in a collapse
+    matched = float((1 - (V * T).sum(-1)).mean())
+    shuffled = 1 - float(V.mean(0) @ T.mean(0))
+    return matched / shuffled if shuffled > 1e-12 else 1.0
+
+def is_collapsed(n_pseudo_clusters: int, image_spread: float, pretrained_spread: float) -> str:
+    "Why a fit counts as collapsed ('' if it does not): one pseudo-cluster, or (nearly) all images on one embedding."
+    if n_pseudo_clusters < 2: return 'one pseudo-cluster'
+    if image_spread < COLLAPSE_SPREAD * pretrained_spread:
+        return f"image spread {image_spread:.3g} < {COLLAPSE_SPREAD} x pretrained {pretrained_spread:.3g}"
+    return ''
+
 
 # %% ../nbs/03a_multisub.ipynb #a592dd3a
 @torch.no_grad()
 def _embed_all(path, W, bs):
     return torch.cat([path(W[i:i + bs]) for i in range(0, len(W), bs)]) if len(W) else W
 
+def _cluster_embedding(self: MultiSub, emb: dict) -> torch.Tensor:
+    "The embedding k-means clusters for `self.cluster_on`: its parts L2-normalised, balanced (`balance`) or plainly joined."
+    parts = [emb[p] for p in self.CLUSTER_ON[self.cluster_on]]
+    if len(parts) == 1: return F.normalize(parts[0], dim=-1)
+    return balanced_embedding(*parts) if self.balance else joint_embedding(*parts)
+
+@torch.no_grad()
+def _diagnose(px, proj, feats, theta0, y, prev_y, sub) -> dict:
+    "Per-epoch training diagnostics (label-free): proxy weight entropy, pseudo-clusters, spreads, projection drift."
+    a = px.weights()
+    V = proj(feats[sub])
+    drift = math.sqrt(sum(float(((p - q) ** 2).sum()) for p, q in zip(proj.parameters(), theta0)))
+    return dict(entropy=float(-(a * a.clamp_min(1e-30).log()).sum(-1).mean()), n_pseudo_clusters=int(len(y.unique())),
+                changed=len(y) if prev_y is None else int((y != prev_y).sum()), image_spread=spread(V),
+                image_erank=effective_rank(V), token_spread=spread(px(sub)),
+                proj_dist=drift / max(math.sqrt(sum(float((q ** 2).sum()) for q in theta0)), 1e-30))
+
 def _fit_features(self: MultiSub, feats, template: str, words: Sequence[str], k: int, true_labels=None,
                   dataset: str = '', concept: str = '', word_source: str = 'user') -> ClusterResult:
     "Multi-Sub on precomputed frozen features `(N, feature_dim)`: returns a `ClusterResult`."
+    if self.select == 'loss': return self._select_fit(feats, template, words, k, true_labels, dataset, concept, word_source)
     t0 = time.perf_counter()
     enc = self.encoder
     feats = check_features(enc, feats)
@@ -89,6 +172,13 @@ def _fit_features(self: MultiSub, feats, template: str, words: Sequence[str], k:
         path = make_text_path(enc, template, self.text_path)
         proj = copy.deepcopy(enc.image_projection).train()        # per-fit copy: the shared encoder never changes
         for p in proj.parameters(): p.requires_grad_(True)
+        theta0 = [p.detach().clone() for p in proj.parameters()]
+        if self.proj_anchor > 0:                                  # weight decay towards the pretrained projection
+            for p, q in zip(proj.parameters(), theta0):
+                p.register_hook(lambda g, p=p, q=q: g + self.proj_anchor * (p.detach() - q))
+        wd_proj = 0.0 if self.proj_anchor > 0 else self.weight_decay
+        sub = torch.randperm(N, generator=torch.Generator().manual_seed(self.seed))[:2000].sort().values
+        with torch.no_grad(): spread0 = spread(proj(feats[sub]))
         px = Proxies(Z, N, latent=self.latent, init_std=self.init_std, generator=gen)
         rowwise = _rowwise(self.sparse_proxies, self.optimizer, self.weight_decay, self.lr_latent)
         hist, status, message, prev = [], 'ok', '', None
@@ -96,68 +186,170 @@ def _fit_features(self: MultiSub, feats, template: str, words: Sequence[str], k:
         def restore(s):
             with torch.no_grad(): px.p.copy_(s[0])
             proj.load_state_dict(s[1])
+        best = [math.inf, None]
+        def relative():
+            with torch.no_grad(): return relative_alignment_loss(proj(feats), _embed_all(path, px(), self.batch_size))
+        def score_state(h, rel=None, state=None):                 # the label-free score of the current state
+            if not (self.keep_best or self.diagnostics): return
+            rel = relative() if rel is None else rel
+            h['relative_loss'] = rel
+            if self.keep_best and rel < best[0]: best[:] = [rel, snap() if state is None else state]
+        def after_epoch(h, prev_y):
+            with torch.no_grad(): y = pseudo_labels(px(), Z)
+            if self.diagnostics:
+                h.update(_diagnose(px, proj, feats, theta0, y, prev_y, sub))
+                if true is not None: h['pseudo_nmi'] = _metrics(true, y.numpy())['nmi']   # a diagnostic only
+            return y
         from tqdm.auto import tqdm
         bar = tqdm(total=self.rounds, desc=f"multi-sub {dataset}/{concept}", disable=not self.progress, leave=False)
         try:
             for r in range(self.rounds):
                 phase, epoch = 'I', 0
                 opt1 = _optimizer(self.optimizer, [{'params': [px.p], 'lr': self.lr_latent},
-                                                   {'params': proj.parameters(), 'lr': self.lr_proj1}], self.weight_decay)
+                                                   {'params': proj.parameters(), 'lr': self.lr_proj1,
+                                                    'weight_decay': wd_proj}], self.weight_decay)
                 rows = RowAdagrad(opt1, px.p) if rowwise else None     # Phase I touches only the batch's latent rows
+                y_ep, still, stale, pbest = prev, 0, 0, [math.inf, None, None]
                 for epoch in range(self.phase1_epochs):
                     s = snap()
                     try: loss = phase1_epoch(px, proj, feats, path, opt1, self.batch_size, gen, rows=rows)
                     except NonFiniteLoss as e: restore(s); raise e
-                    hist.append(dict(round=r, phase='I', epoch=epoch, loss=loss))
+                    hist.append(h := dict(round=r, phase='I', epoch=epoch, loss=loss))
+                    if self.patience is None and not self.diagnostics: continue
+                    y_new = after_epoch(h, y_ep)
+                    if self.patience is None: continue
+                    still = still + 1 if y_ep is not None and int((y_new != y_ep).sum()) <= self.tol * N else 0
+                    y_ep = y_new
+                    h['relative_loss'] = rel = relative()                # Phase I's own stopping signal
+                    if rel < pbest[0] * (1 - 1e-3): pbest[:] = [rel, snap(), epoch]; stale = 0
+                    else: stale += 1
+                    if still >= self.patience or stale >= self.patience: break   # settled, or no longer improving
+                if pbest[1] is not None and self.keep_best:                  # end Phase I at its best epoch
+                    if pbest[2] != epoch:
+                        restore(pbest[1])
+                        hist.append(dict(round=r, phase='I', event='best epoch', epoch=pbest[2], relative_loss=pbest[0]))
+                    score_state({}, pbest[0], pbest[1])
+                elif hist and hist[-1].get('phase') == 'I': score_state(hist[-1])
                 with torch.no_grad(): W = px()
                 y = pseudo_labels(W, Z)
                 changed = N if prev is None else int((y != prev).sum())
-                summ = dict(round=r, phase='round', changed=changed, n_pseudo_clusters=int(len(y.unique())))
+                summ = dict(round=r, phase='round', changed=changed, n_pseudo_clusters=int(len(y.unique())),
+                            phase1_epochs_run=epoch + 1 if self.phase1_epochs else 0)
                 if self.eval_rounds and true is not None:
                     summ.update(_metrics(true, y.numpy(), 'pseudo_'))
-                    with torch.no_grad(): E = joint_embedding(W, proj(feats))
+                    with torch.no_grad(): E = self._cluster_embedding({'proxy_token': W, 'image': proj(feats)} | (
+                        {'prompt_text': _embed_all(path, W, self.batch_size)} if 'prompt' in self.cluster_on else {}))
                     summ.update(_metrics(true, kmeans(E, k, self.seed, self.n_init)))
                 hist.append(summ)
                 bar.update(1)
-                if prev is not None and changed == 0: break          # the assignment stopped changing
+                if prev is not None and changed <= self.tol * N: break      # the assignment stopped changing
                 prev = y
                 phase = 'II'
-                opt2 = _optimizer(self.optimizer, [{'params': proj.parameters(), 'lr': self.lr_proj2}], self.weight_decay)
+                opt2 = _optimizer(self.optimizer, [{'params': proj.parameters(), 'lr': self.lr_proj2,
+                                                    'weight_decay': wd_proj}], self.weight_decay)
                 for epoch in range(self.phase2_epochs):
                     s = snap()
                     try: loss = phase2_epoch(W, proj, feats, y, opt2, self.batch_size, gen, self.lam, self.margin)
                     except NonFiniteLoss as e: restore(s); raise e
-                    hist.append(dict(round=r, phase='II', epoch=epoch, loss=loss))
+                    hist.append(h := dict(round=r, phase='II', epoch=epoch, loss=loss))
+                    if self.diagnostics: after_epoch(h, y)
+                if self.phase2_epochs: score_state(hist[-1])
         except NonFiniteLoss as e:
             status = 'nonfinite'
             message = (f"stopped: loss became {e.value} in round {r}, phase {e.phase}, epoch {epoch} (batch {e.batch}); "
                        "kept the parameters from the end of the last finished epoch")
             hist.append(dict(round=r, phase=e.phase, epoch=epoch, batch=e.batch, event='nonfinite', loss=e.value))
         finally: bar.close()
+        if self.keep_best and best[1] is not None and status == 'ok':
+            restore(best[1])                                       # the state with the lowest relative loss
+            hist.append(dict(phase='best', event='restored', relative_loss=best[0]))
         with torch.no_grad():
             W = px(); V = proj(feats)
-            emb = {'proxy_weights': px.weights(), 'proxy_token': W, 'image': V, 'pseudo_labels': pseudo_labels(W, Z)}
-            if self.text_embeddings or 'prompt_text' in self.CLUSTER_ON[self.cluster_on]:
-                emb['prompt_text'] = _embed_all(path, W, self.batch_size)
+            emb = {'proxy_weights': px.weights(), 'proxy_token': W, 'image': V, 'pseudo_labels': pseudo_labels(W, Z),
+                   'prompt_text': _embed_all(path, W, self.batch_size)}
             if self.text_embeddings:
                 emb['proxy_text'] = _embed_all(make_text_path(enc, '*', self.text_path), W, self.batch_size)
             for name, parts in self.CLUSTER_ON.items():
                 if len(parts) > 1 and all(p in emb for p in parts): emb[name] = joint_embedding(*(emb[p] for p in parts))
-            labels = kmeans(emb[self.cluster_on], k, self.seed, self.n_init)
+            emb[self.cluster_on] = X = self._cluster_embedding(emb)
+            labels = kmeans(X, k, self.seed, self.n_init)
+            score = relative_alignment_loss(V, emb['prompt_text'])
+            npc, spr = int(len(emb['pseudo_labels'].unique())), spread(V[sub])
     emb = {n: v.numpy() for n, v in emb.items()}
     res = ClusterResult(self.method, dataset, concept, k, self.seed, labels, emb, hist, enc.describe(), list(words),
                         word_source, 0.0, None, {**self.params, 'template': template, 'text_path_kind': path.kind,
                                                  'proxy_update': 'rows' if rowwise else 'dense',
-                                                 'n_images': N, 'threads_used': nthreads},
+                                                 'n_images': N, 'threads_used': nthreads, 'score': score,
+                                                 'image_spread': spr, 'pretrained_spread': spread0,
+                                                 'n_pseudo_clusters': npc, 'collapsed': is_collapsed(npc, spr, spread0)},
                         status, message)
     if true is not None:
         res.metrics = {**_metrics(true, labels), **_metrics(true, emb['pseudo_labels'], 'pseudo_'),
-                       'n_pseudo_clusters': int(len(np.unique(emb['pseudo_labels'])))}
+                       'n_pseudo_clusters': npc}
     self.proxies_, self.projection_, self.result_ = px, proj, res
+    self.history_ = hist
     res.runtime_s = time.perf_counter() - t0
     return res
 
-MultiSub.fit_features = _fit_features
+MultiSub.fit_features, MultiSub._cluster_embedding = _fit_features, _cluster_embedding
+
+
+# %% ../nbs/03a_multisub.ipynb #6186669d
+def choose_candidate(candidates: list[dict]) -> dict | None:
+    "The candidate (dicts with 'score', 'status', 'collapsed') with the lowest score that finished and did not collapse; None if none did."
+    ok = [c for c in candidates if c.get('status', 'ok') == 'ok' and not c['collapsed'] and math.isfinite(c['score'])]
+    return min(ok, key=lambda c: c['score']) if ok else None
+
+def _select_fit(self: MultiSub, feats, template: str, words: Sequence[str], k: int, true_labels=None,
+                dataset: str = '', concept: str = '', word_source: str = 'user') -> ClusterResult:
+    '''`select='loss'`: one label-free fit per (lr, weight_decay) of `grid` (projection lr = lr x `proj_lr_scale`),
+    on all images or a seeded subset of `select_subset`; the candidate with the lowest `relative_alignment_loss`
+    that did not collapse wins, and is fitted on all images. No candidate sees `true_labels`.'''
+    t0 = time.perf_counter()
+    feats = check_features(self.encoder, feats)
+    N = len(feats)
+    check_k(k, N)
+    sub = feats
+    if self.select_subset and N > self.select_subset:
+        idx = torch.randperm(N, generator=torch.Generator().manual_seed(self.seed))[:self.select_subset].sort().values
+        sub = feats[idx]
+    base = {**self.params, 'select': None, 'sparse_proxies': 'auto'}
+    config = lambda lr, wd: dict(lr_latent=lr, lr_proj1=lr * self.proj_lr_scale, lr_proj2=lr * self.proj_lr_scale,
+                                 weight_decay=wd)
+    cands = []
+    for lr in self.grid.get('lr', (self.lr_latent,)):
+        for wd in self.grid.get('weight_decay', (self.weight_decay,)):
+            r = MultiSub(self.encoder, **{**base, **config(lr, wd)}, text_embeddings=False, eval_rounds=False,
+                         diagnostics=False).fit_features(sub, template, words, min(k, len(sub)))
+            cands.append(dict(lr=lr, weight_decay=wd, score=r.params['score'], status=r.status,
+                              n_pseudo_clusters=r.params['n_pseudo_clusters'], image_spread=r.params['image_spread'],
+                              collapsed=r.params['collapsed'], runtime_s=round(r.runtime_s, 3)))
+    chosen = choose_candidate(cands)
+    final = MultiSub(self.encoder, **{**base, **(config(chosen['lr'], chosen['weight_decay']) if chosen else {})},
+                     text_embeddings=self.text_embeddings, eval_rounds=self.eval_rounds, diagnostics=self.diagnostics,
+                     progress=self.progress)
+    res = final.fit_features(feats, template, words, k, true_labels, dataset, concept, word_source)
+    res.params.update(select='loss', sparse_proxies=self.sparse_proxies,
+                      selection=dict(criterion='relative_alignment_loss (lowest wins; collapsed candidates excluded)',
+                                     chosen=None if chosen is None else dict(lr=chosen['lr'], weight_decay=chosen['weight_decay']),
+                                     candidates=cands, n_images=len(sub)))
+    if chosen is None:
+        res.message = (res.message + '; ' if res.message else '') + (
+            "select='loss': every candidate collapsed or failed; fitted with the configured lr_latent/weight_decay instead")
+    self.proxies_, self.projection_, self.result_, self.history_ = final.proxies_, final.projection_, res, final.history_
+    res.runtime_s = time.perf_counter() - t0
+    return res
+
+MultiSub._select_fit = _select_fit
+
+
+# %% ../nbs/03a_multisub.ipynb #bee6e381
+PROTOCOL = dict(optimizer='adam', lr_latent=5e-2, lr_proj1=5e-4, lr_proj2=5e-4, weight_decay=1e-5, proj_anchor=1e-2,
+                keep_best=True, patience=5, tol=0.01)
+MultiSub.QUICK = dict(PROTOCOL, rounds=2, phase1_epochs=20, phase2_epochs=5, n_init=3, eval_rounds=False,
+                      text_embeddings=False, diagnostics=False)
+MultiSub.FULL = dict(PROTOCOL, select='loss', rounds=3, phase1_epochs=20, phase2_epochs=5, select_subset=1000, n_init=10)
+
 
 # %% ../nbs/03a_multisub.ipynb #db66c58f
 def _fit(self: MultiSub, dataset, concept: str, k: int | None = None, words: Sequence[str] | None = None,

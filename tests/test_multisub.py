@@ -241,3 +241,86 @@ def test_sparse_proxies_refused_where_not_exact(enc, feats, kw):
 
 def test_sparse_proxies_bad_value(enc):
     with pytest.raises(ValueError, match="'auto', True or False"): _ms(enc, sparse_proxies='sparse')
+
+
+# ---------------------------------------------------------------- the paper's protocol (chapter 03a / 03c)
+@pytest.mark.parametrize('cluster_on', list(MultiSub.CLUSTER_ON))
+def test_every_cluster_on_runs(enc, feats, cluster_on):
+    r = _ms(enc, cluster_on=cluster_on, text_embeddings=False).fit_features(feats, TPL, WORDS, 3)
+    parts = MultiSub.CLUSTER_ON[cluster_on]
+    assert r.labels.shape == (30,) and r.status == 'ok'
+    assert r.embeddings[cluster_on].shape[1] == sum(r.embeddings[p].shape[1] for p in parts)
+    if len(parts) == 1: assert np.allclose(np.linalg.norm(r.embeddings[cluster_on], axis=1), 1, atol=1e-5)
+
+
+def test_balanced_halves_have_equal_variance():
+    from multiclust.multisub import balanced_embedding
+    from multiclust.losses import joint_embedding
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(40, 5, generator=g) * .01 + 1            # a part that barely spreads (like the proxies)
+    B = torch.randn(40, 7, generator=g)
+    var = lambda X: float(((X - X.mean(0)) ** 2).sum(1).mean())
+    E = balanced_embedding(A, B)
+    assert abs(var(E[:, :5]) - 1) < 1e-4 and abs(var(E[:, 5:]) - 1) < 1e-4
+    J = joint_embedding(A, B)
+    assert var(J[:, :5]) < .01 * var(J[:, 5:])                  # plainly joined, the first part is drowned
+
+
+def test_relative_loss_scores_a_collapse_as_chance():
+    from multiclust.multisub import relative_alignment_loss
+    g = torch.Generator().manual_seed(0)
+    V = torch.randn(50, 8, generator=g)
+    one = V[:1].expand(50, -1)
+    assert abs(relative_alignment_loss(one + 1e-4 * V, one) - 1) < 1e-3      # one prompt for everyone: chance
+    assert relative_alignment_loss(V, V + .1 * torch.randn(50, 8, generator=g)) < .05
+
+
+def test_choose_candidate_never_picks_a_collapse():
+    from multiclust.multisub import choose_candidate, is_collapsed
+    c = [dict(lr=.1, score=.001, status='ok', collapsed=is_collapsed(1, .5, .9)),
+         dict(lr=.05, score=.002, status='ok', collapsed=is_collapsed(4, .01, .9)),
+         dict(lr=.01, score=.3, status='ok', collapsed=''), dict(lr=.02, score=.2, status='nonfinite', collapsed=''),
+         dict(lr=.03, score=.5, status='ok', collapsed='')]
+    assert c[0]['collapsed'] and c[1]['collapsed']
+    assert choose_candidate(c)['lr'] == .01
+    assert choose_candidate(c[:2]) is None
+
+
+def test_select_loss_records_every_candidate_and_uses_no_labels(enc, feats):
+    grid = dict(lr=[5e-2, 1e-2], weight_decay=[1e-4, 1e-5])
+    kw = dict(MultiSub.QUICK, rounds=1, phase1_epochs=2, phase2_epochs=1, batch_size=16, n_init=1, select='loss', grid=grid)
+    true = np.arange(30) % 3
+    r = MultiSub(enc, **kw).fit_features(feats, TPL, WORDS, 3, true_labels=true)
+    s = r.params['selection']
+    assert len(s['candidates']) == 4 and s['n_images'] == 30 and r.params['select'] == 'loss'
+    ok = [c for c in s['candidates'] if not c['collapsed']]
+    if ok:
+        best = min(ok, key=lambda c: c['score'])
+        assert s['chosen'] == dict(lr=best['lr'], weight_decay=best['weight_decay'])
+        assert r.params['lr_latent'] == best['lr'] and r.params['lr_proj1'] == best['lr'] * 1e-2
+    r2 = MultiSub(enc, **kw).fit_features(feats, TPL, WORDS, 3, true_labels=np.zeros(30, int))    # other labels
+    strip = lambda sel: [{k: v for k, v in c.items() if k != 'runtime_s'} for c in sel['candidates']]
+    assert strip(r2.params['selection']) == strip(s) and r2.params['selection']['chosen'] == s['chosen']
+    assert np.array_equal(r2.labels, r.labels)                                        # labels change nothing
+    sub = MultiSub(enc, **kw, select_subset=20).fit_features(feats, TPL, WORDS, 3)
+    assert sub.params['selection']['n_images'] == 20 and len(sub.labels) == 30
+
+
+def test_protocol_options(enc, feats):
+    r = _ms(enc, **{**MultiSub.QUICK, 'rounds': 1, 'phase1_epochs': 10, 'phase2_epochs': 1, 'batch_size': 16,
+                    'patience': 1, 'tol': 0.99, 'diagnostics': True}).fit_features(feats, TPL, WORDS, 3)
+    rnd = [h for h in r.history if h['phase'] == 'round']
+    assert rnd[0]['phase1_epochs_run'] == 2                       # settled pseudo-labels stop Phase I early
+    ep = [h for h in r.history if h['phase'] == 'I']
+    assert {'entropy', 'n_pseudo_clusters', 'image_spread', 'image_erank', 'proj_dist'} <= set(ep[0])
+    assert any(h.get('event') == 'restored' for h in r.history)   # keep_best
+    kept = min(h['relative_loss'] for h in r.history if 'relative_loss' in h and h.get('phase') in ('I', 'II'))
+    assert kept <= r.params['score'] <= kept / (1 - 1e-3) + 1e-9    # the best state (gains under 0.1 % do not count)
+    drift = lambda a: [h for h in _ms(enc, optimizer='adam', lr_latent=5e-2, lr_proj1=5e-2, proj_anchor=a, rounds=1,
+                                      phase1_epochs=3, phase2_epochs=0).fit_features(feats, TPL, WORDS, 3).history
+                       if h['phase'] == 'I'][-1]['proj_dist']
+    assert drift(10.0) < drift(0.0)                               # the anchor holds the projection
+    for bad, msg in [(dict(select='nmi'), "select must be None or 'loss'"), (dict(patience=0), 'patience'),
+                     (dict(tol=1.0), 'tol'), (dict(proj_anchor=-1), 'proj_anchor'),
+                     (dict(select='loss', grid=dict(beta=[.9])), 'grid must map')]:
+        with pytest.raises(ValueError, match=msg): MultiSub(enc, **bad)
