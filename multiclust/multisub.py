@@ -256,7 +256,7 @@ def _fit_features(self: MultiSub, feats, template: str, words: Sequence[str], k:
                 if self.phase2_epochs: score_state(hist[-1])
         except NonFiniteLoss as e:
             status = 'nonfinite'
-            message = (f"stopped: loss became {e.value} in round {r}, phase {e.phase}, epoch {epoch} (batch {e.batch}); "
+            message = (f"stopped: {e.what} became {e.value} in round {r}, phase {e.phase}, epoch {epoch} (batch {e.batch}); "
                        "kept the parameters from the end of the last finished epoch")
             hist.append(dict(round=r, phase=e.phase, epoch=epoch, batch=e.batch, event='nonfinite', loss=e.value))
         finally: bar.close()
