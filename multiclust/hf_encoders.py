@@ -115,6 +115,8 @@ class BlipEncoder(HFEncoder):
         self.max_tokens = model.config.text_config.max_position_embeddings
         self.image_projection = copy.deepcopy(model.vision_proj)
         self.feature_dim, self.embed_dim = model.vision_proj.in_features, model.vision_proj.out_features
+        self.note = ("BLIP-1 (Li et al. 2022) image-text contrastive heads, not BLIP-2; "
+                     "Multi-Sub's Table 4 says 'BLIP' without naming the checkpoint")
         self._set_identity()
         self.freeze_()
 

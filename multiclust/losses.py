@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .proxy import NonFiniteLoss, batches
+from .proxy import NonFiniteLoss, batches, check_step
 
 # %% auto #0
 __all__ = ['pseudo_labels', 'joint_embedding', 'pairwise_distances', 'intra_cluster_loss', 'inter_cluster_loss',
@@ -60,5 +60,6 @@ def phase2_epoch(proxy_tokens: torch.Tensor, projection: nn.Module, feats: torch
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        check_step('II', b, *projection.parameters())
         tot += float(loss.detach()) * len(idx)
     return tot / n

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['median_bandwidth', 'rbf_kernel', 'mmd2_unbiased', 'mmd_test', 'similarity_profiles', 'encoder_mmd']
+__all__ = ['median_bandwidth', 'rbf_kernel', 'mmd2_unbiased', 'mmd_test', 'similarity_profiles', 'encoder_mmd',
+           'encoder_mmd_per_concept']
 
 # %% ../nbs/00c_mmd.ipynb #3f204b98
 def _as_sample(X, name: str) -> torch.Tensor:
@@ -145,3 +146,25 @@ def encoder_mmd(enc_a, enc_b, texts: Sequence[str], n_perm: int = 200, seed: int
                n_texts=len(texts), width_a=A.shape[1], width_b=B.shape[1],
                **{f'{k}_a': v for k, v in enc_a.describe().items()}, **{f'{k}_b': v for k, v in enc_b.describe().items()})
     return res
+
+# %% ../nbs/00c_mmd.ipynb #03c15456
+def encoder_mmd_per_concept(enc_a, enc_b, texts_by_concept, n_perm: int = 200, seed: int = 0,
+                            bandwidth: float | None = None, batch_size: int = 256) -> list[dict]:
+    "`encoder_mmd` once per concept on that concept's texts (`{concept: texts}`): one dict per concept, in order."
+    if not isinstance(texts_by_concept, dict):
+        raise ValueError(f"texts_by_concept must be a dict concept -> list of texts, got {type(texts_by_concept).__name__}")
+    if not texts_by_concept: raise ValueError("texts_by_concept is empty: give at least one concept with its texts")
+    out = []
+    for concept, texts in texts_by_concept.items():
+        if isinstance(texts, str):
+            raise ValueError(f"concept {concept!r}: texts must be a list of texts, got the string {texts!r}")
+        texts = list(texts)
+        if len(texts) < 3:
+            out.append(dict(concept=concept, mmd2=None, p_value=None, n_texts=len(texts),
+                            status=f"too few texts: {len(texts)} (MMD between similarity profiles needs at least 3)"))
+            continue
+        try: r = encoder_mmd(enc_a, enc_b, texts, n_perm=n_perm, seed=seed, bandwidth=bandwidth, batch_size=batch_size)
+        except ValueError as e: raise ValueError(f"concept {concept!r}: {e}") from None
+        out.append(dict(concept=concept, **r, status='ok'))
+    return out
+

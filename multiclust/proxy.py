@@ -15,7 +15,7 @@ from .clip import Encoder, OpenCLIPEncoder, PromptError
 # %% auto #0
 __all__ = ['TEXT_PATHS', 'reference_embeddings', 'check_template', 'Proxies', 'TextPath', 'TruncatedTextPath',
            'prefix_cache_supported', 'PrefixCachedTextPath', 'make_text_path', 'compare_paths', 'alignment_loss',
-           'NonFiniteLoss', 'batches', 'phase1_epoch', 'RowAdagrad']
+           'NonFiniteLoss', 'check_step', 'batches', 'phase1_epoch', 'RowAdagrad']
 
 # %% ../nbs/02_subspace_proxy.ipynb #62866943
 def reference_embeddings(encoder: Encoder, words: Sequence[str]) -> torch.Tensor:
@@ -208,10 +208,16 @@ def alignment_loss(image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Ten
     return (1 - F.cosine_similarity(image_emb, text_emb, dim=-1)).mean()
 
 class NonFiniteLoss(FloatingPointError):
-    "A loss became NaN or infinite; says where (phase, batch), so the caller can stop and keep what was learned."
-    def __init__(self, phase: str, batch: int, value: float):
-        self.phase, self.batch, self.value = phase, batch, value
-        super().__init__(f"loss became {value} in phase {phase}, batch {batch}")
+    "A loss (or the parameters after a step) became NaN or infinite; says where (phase, batch), so the caller can stop and keep what was learned."
+    def __init__(self, phase: str, batch: int, value: float, what: str = 'loss'):
+        self.phase, self.batch, self.value, self.what = phase, batch, value, what
+        super().__init__(f"{what} became {value} in phase {phase}, batch {batch}")
+
+def check_step(phase: str, batch: int, *params):
+    "After an optimiser step: every parameter still finite, else `NonFiniteLoss` (an infinite or NaN learning rate ends here)."
+    for p in params:
+        if not torch.isfinite(p).all():
+            raise NonFiniteLoss(phase, batch, float('nan'), what='the parameters after the optimiser step')
 
 def batches(n: int, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True) -> list[torch.Tensor]:
     "Index batches covering `range(n)` once (shuffled with `generator`)."
@@ -235,6 +241,7 @@ def phase1_epoch(proxies: Proxies, projection: nn.Module, feats: torch.Tensor, p
         loss.backward()
         opt.step()
         if rows is not None: rows.step(idx, lat.grad)
+        check_step('I', b, proxies.p, *projection.parameters())
         tot += float(loss.detach()) * len(idx)
     return tot / n
 

@@ -14,11 +14,12 @@ from typing import Callable, Iterable
 from urllib.parse import urlsplit
 
 # %% auto #0
-__all__ = ['DEFAULT_MODEL', 'N_CANDIDATES', 'N_BASE', 'SYSTEM_PROMPT', 'PROMPT_TEMPLATE', 'WORDNET_SOURCE', 'CACHE_FORMAT',
-           'DEFAULT_CACHE', 'RANDOM_NOUN_CONCEPTS', 'RANDOM_SEED', 'build_prompt', 'normalise_word',
-           'default_word_check', 'validate_words', 'parse_answer', 'LLMError', 'RefWords', 'take', 'llm_model',
-           'make_client', 'query_llm', 'wordnet_dir', 'wordnet_nouns', 'random_nouns', 'default_cache_path',
-           'load_cache', 'save_entry', 'dumps_cache', 'write_cache', 'reference_words']
+__all__ = ['DEFAULT_MODEL', 'N_CANDIDATES', 'N_BASE', 'SYSTEM_PROMPT', 'PROMPT_TEMPLATE', 'WORDNET_SOURCE',
+           'WORDNET_ATTRIBUTE_FILES', 'CACHE_FORMAT', 'DEFAULT_CACHE', 'RANDOM_NOUN_CONCEPTS', 'RANDOM_SEED',
+           'build_prompt', 'normalise_word', 'default_word_check', 'validate_words', 'parse_answer', 'LLMError',
+           'RefWords', 'take', 'llm_model', 'make_client', 'query_llm', 'wordnet_dir', 'wordnet_nouns', 'random_nouns',
+           'wordnet_hyponyms', 'default_cache_path', 'load_cache', 'save_entry', 'dumps_cache', 'write_cache',
+           'reference_words', 'user_reference_words']
 
 # %% ../nbs/02a_reference_words.ipynb #e9155183
 DEFAULT_MODEL = "gpt-4o"      # override with env MULTICLUST_LLM_MODEL or model=
@@ -238,6 +239,72 @@ def random_nouns(n: int, seed: int = 0) -> list[str]:
     random.Random(int(seed)).shuffle(pool)
     return pool[:int(n)]
 
+# %% ../nbs/02a_reference_words.ipynb #c8b2c702
+WORDNET_ATTRIBUTE_FILES = {7: "noun.attribute", 12: "noun.feeling", 19: "noun.phenomenon", 25: "noun.shape", 26: "noun.state"}
+
+@lru_cache(maxsize=2)
+def _noun_graph(d: str):
+    "WordNet nouns: {offset: (lexfile, lemmas, hyponym offsets, gloss)}, {lemma: [offsets, most frequent first]}, {(lemma, offset): tag count}."
+    syn, idx, cnt = {}, {}, {}
+    with open(Path(d) / "data.noun", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith(" "): continue
+            body, _, gloss = line.partition(" | ")
+            p = body.split()
+            n = int(p[3], 16)
+            lemmas, i = [re.sub(r"\(.*\)$", "", p[4 + 2 * k]) for k in range(n)], 4 + 2 * n
+            hypo = [p[i + 2 + 4 * j] for j in range(int(p[i])) if p[i + 1 + 4 * j] in ("~", "~i") and p[i + 3 + 4 * j] == "n"]
+            syn[p[0]] = (int(p[1]), lemmas, hypo, gloss.strip())
+    with open(Path(d) / "index.noun", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith(" "): continue
+            p = line.split()
+            idx[p[0]] = p[-int(p[2]):]
+    with open(Path(d) / "index.sense", encoding="utf-8") as f:
+        for line in f:
+            key, off, _, tags = line.split()
+            if "%1:" in key: cnt[(key.split("%")[0], off)] = int(tags)
+    return syn, idx, cnt
+
+def _sense_words(off: str, lemma: str, depth: int, graph) -> dict[str, tuple]:
+    "Common hyponym lemmas of synset `off` -> (their sense is the lemma's first, tag count, depth, offset)."
+    syn, idx, cnt = graph
+    seen, front, out = {off}, [off], {}
+    for dep in range(1, depth + 1):
+        nxt = []
+        for o in front:
+            for h in syn[o][2]:
+                if h in seen: continue
+                seen.add(h); nxt.append(h)
+                for l in syn[h][1]:
+                    w, tags = l.lower(), cnt.get((l.lower(), h), 0)
+                    if tags < 1 or lemma in w.split("_") or not default_word_check(w.replace("_", " ")): continue
+                    key = (idx.get(w, [None])[0] == h, tags, -dep)
+                    if w not in out or key > out[w][:3]: out[w] = (*key, h)
+        front = nxt
+    return out
+
+def wordnet_hyponyms(concept: str, n: int | None = None, depth: int = 3) -> RefWords:
+    "Reference words for `concept` from WordNet: the common hyponyms of its sense that names a category of attributes."
+    lemma = normalise_word(concept).replace(" ", "_")
+    graph = _noun_graph(str(wordnet_dir()))
+    syn, idx, _ = graph
+    senses = [(s, off, _sense_words(off, lemma, depth, graph)) for s, off in enumerate(idx.get(lemma, []))]
+    usable = [x for x in senses if len(x[2]) >= 2]
+    pool = [x for x in usable if syn[x[1]][0] in WORDNET_ATTRIBUTE_FILES] or usable
+    if not pool:
+        why = "is not a WordNet noun" if not senses else f"has {len(senses)} WordNet noun sense(s) but none with 2 common hyponyms"
+        raise LLMError(f"no reference words for concept {concept!r}: it {why}, there is no cache entry, and no LLM is "
+                       "configured (OPENAI_API_KEY). Pass the words yourself: --words w1,w2,... (words=[...] in Python)")
+    s, off, ws = max(pool, key=lambda x: (len(x[2]), -x[0]))
+    ranked = [w.replace("_", " ") for w, _ in sorted(ws.items(), key=lambda kv: (tuple(-v for v in kv[1][:3]), kv[0]))]
+    cands = ranked[:max(N_CANDIDATES, n or 0)]
+    lex, lemmas, _, gloss = syn[off]
+    note = (f"hyponyms (depth <= {depth}) of WordNet synset {off}-n, sense {s + 1} of {lemma!r} "
+            f"({', '.join(lemmas)}; {WORDNET_ATTRIBUTE_FILES.get(lex, f'lexfile {lex}')}): {gloss[:120]}")
+    return RefWords(words=take(cands, min(n or N_BASE, len(cands)), concept), source="wordnet-hyponyms",
+                    note=note, key=f"wordnet/{lemma}", candidates=cands)
+
 # %% ../nbs/02a_reference_words.ipynb #2fe1c845
 CACHE_FORMAT = "multiclust.refwords/1"
 
@@ -353,3 +420,24 @@ def reference_words(dataset: str, concept: str, n: int | None = None, refresh: b
     save_entry(key, new, path)
     _log.info("refwords: wrote %s (%s, %d words) to %s", key, new["source"], len(new["words"]), path)
     return _entry_to_refwords(key, new, n, tokenize_check)
+
+# %% ../nbs/02a_reference_words.ipynb #6fae01a2
+def user_reference_words(concept: str, object_word: str = "photo", words=None, n: int | None = None, *,
+                         client=None, cache=None, tokenize_check: Callable[[str], bool] | None = None) -> RefWords:
+    "Words for a concept outside the registry: `words=`, else the LLM when configured (cached), else WordNet hyponyms."
+    concept = normalise_word(concept)
+    if not concept: raise ValueError("the concept word is empty")
+    if words is not None:
+        if isinstance(words, str): words = [w for w in words.split(",")]
+        ws = validate_words(words, tokenize_check, strict=True, what=f"words for {concept!r}")
+        if len(ws) < 2: raise ValueError(f"words for {concept!r}: need at least 2 distinct words, got {ws}")
+        return RefWords(words=ws, source="user", note="passed by the caller", key=f"user/{concept}", candidates=ws)
+    if client is None: client = make_client()
+    if client is not None:
+        if cache is None:
+            from multiclust.data import cache_root
+            cache = Path(cache_root()) / "reference_words.json"
+        obj = normalise_word(object_word).replace("/", " ") or "photo"
+        return reference_words(f"user-{obj.replace(' ', '-')}", concept, n, cache=cache, client=client,
+                               object_word=obj, tokenize_check=tokenize_check)
+    return wordnet_hyponyms(concept, n)

@@ -4,15 +4,15 @@
 
 # %% ../nbs/06_report.ipynb #73cedf42
 from __future__ import annotations
-import json, os, tempfile
+import contextlib, json, os, tempfile, time
 from pathlib import Path
 import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['ROW_COLUMNS', 'atomic_write_text', 'rows_frame', 'save_results', 'load_results', 'mean_std', 'fmt_pm',
-           'pivot_mean_std', 'save_fig', 'bar_figure', 'contingency_figure', 'tsne_figure', 'line_figure',
-           'gallery_figure']
+__all__ = ['ROW_COLUMNS', 'ROW_KEY', 'atomic_write_text', 'rows_frame', 'save_results', 'load_results', 'row_key', 'results_lock',
+           'upsert_results', 'mean_std', 'fmt_pm', 'pivot_mean_std', 'save_fig', 'bar_figure', 'contingency_figure',
+           'tsne_figure', 'line_figure', 'gallery_figure']
 
 # %% ../nbs/06_report.ipynb #d04584c0
 ROW_COLUMNS = ['dataset', 'section', 'method', 'variant', 'concept', 'seed', 'k', 'nmi', 'ri', 'ari', 'acc',
@@ -45,10 +45,57 @@ def save_results(rows: list[dict], dataset: str, results_dir: str | os.PathLike 
     return out
 
 def load_results(dataset: str, results_dir: str | os.PathLike = 'results') -> list[dict]:
-    "Rows already saved for `dataset` (empty when none): what a resumed run skips."
+    "Rows already saved for `dataset` (empty when none): what a resumed run skips. A damaged file is named, never overwritten."
     p = Path(results_dir) / f'{dataset}.json'
     if not p.exists(): return []
-    return json.loads(p.read_text())
+    try:
+        rows = json.loads(p.read_text(encoding='utf-8'))
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows): raise ValueError('not a list of rows')
+        return rows
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"results file {p} is damaged ({type(e).__name__}: {e}); nothing was changed: move it away "
+                         f"(its rows are then recomputed) or repair it") from None
+
+ROW_KEY = ('section', 'method', 'variant', 'concept', 'seed')
+
+def row_key(r: dict) -> tuple:
+    "The identity of a results row: (section, method, variant, concept, seed)."
+    v = r.get('variant')
+    return (str(r.get('section')), str(r.get('method')), '' if v is None or v != v else str(v), str(r.get('concept')),
+            int(r.get('seed') or 0))
+
+@contextlib.contextmanager
+def results_lock(dataset: str, results_dir: str | os.PathLike = 'results', timeout_s: float = 600):
+    "Exclusive lock on `<results_dir>/<dataset>.lock` (released by the OS if the process dies); waits up to `timeout_s`."
+    d = Path(results_dir); d.mkdir(parents=True, exist_ok=True)
+    try: import fcntl
+    except ImportError: yield; return                 # no flock (Windows): one writer at a time is the user's job
+    with open(d / f'.{dataset}.lock', 'a+') as f:
+        t0 = time.time()
+        while True:
+            try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB); break
+            except BlockingIOError:
+                if time.time() - t0 > timeout_s:
+                    raise TimeoutError(f"results of {dataset!r} in {d} stayed locked for {timeout_s:.0f}s by another run") from None
+                time.sleep(0.05)
+        try: yield
+        finally: fcntl.flock(f, fcntl.LOCK_UN)
+
+def upsert_results(new_rows: list[dict], dataset: str, results_dir: str | os.PathLike = 'results') -> list[dict]:
+    """Merge `new_rows` into the saved table under the lock: rows with the same `row_key` are replaced (an `ok` row
+    replaced by one with other `inputs` is archived first), the rest kept. Returns the table as written."""
+    with results_lock(dataset, results_dir):
+        old = load_results(dataset, results_dir)
+        new = {row_key(r): r for r in new_rows}
+        replaced = [r for r in old if row_key(r) in new]
+        archive = [r for r in replaced if r.get('status', 'ok') == 'ok' and r.get('inputs') != new[row_key(r)].get('inputs')]
+        if archive:
+            a = Path(results_dir) / 'archive' / f'{dataset}.json'
+            prev = json.loads(a.read_text()) if a.exists() else []
+            atomic_write_text(a, json.dumps(prev + archive, indent=1, default=str))
+        rows = [r for r in old if row_key(r) not in new] + list(new.values())
+        save_results(rows, dataset, results_dir)
+        return rows
 
 # %% ../nbs/06_report.ipynb #9d81b22f
 def mean_std(df: pd.DataFrame, by: list[str], metrics=('nmi', 'ri')) -> pd.DataFrame:

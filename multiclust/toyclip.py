@@ -390,7 +390,8 @@ def steering_matrix(enc, dataset=None, concepts=('color', 'shape'), sources=('cl
     names, the LLM cache and random nouns; k-means on image embeddings; zero-shot. `multisub_kw` go to `MultiSub`.'''
     from multiclust.data import load_dataset, extract_features
     from multiclust.metrics import nmi
-    from multiclust.multisub import MultiSub, kmeans
+    from multiclust.multisub import MultiSub
+    from multiclust.core import kmeans
     from multiclust.refwords import reference_words, random_nouns
     ds = load_dataset('synthetic') if dataset is None else dataset
     truth = {c: ds.label_ids(c) for c in concepts}

@@ -1,4 +1,4 @@
-"Baselines and the method registry (multiclust.baselines): every method end to end, bad input, the oracle and control labels."
+"Baselines (multiclust.baselines) and the method registry (multiclust.methods): every method end to end, bad input, the oracle and control labels."
 import sys
 
 import numpy as np
@@ -7,9 +7,9 @@ import torch
 
 from multiclust.clip import PromptError, tiny_clip
 from multiclust.data import Dataset, extract_features, load_dataset
-from multiclust.multisub import ClusterResult
-from multiclust.baselines import (METHODS, MissingWords, MethodUnavailable, MultiMaP, hull_residual, image_embeddings,
-                                  prompt_embeddings, run_method, text_anchored, zeroshot)
+from multiclust.core import ClusterResult
+from multiclust.baselines import MultiMaP, hull_residual, image_embeddings, prompt_embeddings, text_anchored, zeroshot
+from multiclust.methods import METHODS, MissingWords, MethodUnavailable, run_method
 
 
 pytestmark = pytest.mark.usefixtures('isolated_cache')   # conftest: a temporary cache, never ~/.cache
@@ -34,7 +34,7 @@ def _ok(r: ClusterResult, k, n):
 
 def test_registry_names():
     assert list(METHODS) == ['kmeans', 'zeroshot-gpt', 'zeroshot-label', 'text-anchored', 'multimap', 'multisub',
-                             'multisub-randwords', 'multidproxy']
+                             'zeroshot-wordnet', 'multisub-wordnet', 'multisub-randwords', 'multidproxy']
 
 
 @pytest.mark.parametrize('name', [n for n in METHODS if n != 'multidproxy'])
@@ -43,7 +43,8 @@ def test_every_method_runs(enc, syn, name):
     _ok(r, syn.n_clusters('shape'), len(syn))
     assert r.seed == 1 and r.concept == 'shape' and r.params['quick'] is True
     want = {'kmeans': 'none', 'zeroshot-label': 'true-labels (oracle)', 'multisub-randwords': 'random-nouns (control)'}
-    assert r.word_source == want.get(name, 'authored')
+    if METHODS[name].words == 'wordnet': assert r.word_source.startswith("wordnet-hyponyms (synset ") and "of 'shape'" in r.word_source
+    else: assert r.word_source == want.get(name, 'authored')
     assert r.method == (name + ' (oracle)' if name == 'zeroshot-label' else name)
 
 
@@ -99,7 +100,8 @@ def test_multimap_proxy_is_free(enc):
     r = mm.fit_features(fs, 'a fruit with the color of *', ['red', 'green', 'blue'], 3, concept='color')
     Z = mm.state_.Z
     assert (hull_residual(r.embeddings['proxy_token'], Z) > 1e-3 * Z.norm(dim=-1).mean()).all()
-    assert not np.allclose(r.embeddings['proxy_token'], Z[mm.state_.zs].numpy())   # it moved from the zero-shot word
+    start = mm.state_.Tw[mm.state_.zs].numpy()          # space='token' starts at the zero-shot word's text feature
+    assert not np.allclose(r.embeddings['proxy_token'], start)                        # it moved from there
 
 
 # ------------------------------------------------------------------------ bad input
@@ -161,3 +163,26 @@ def test_offline_encoder_synthetic(offline_encoder, tmp_path):
         try: r = run_method(name, offline_encoder, ds, 'shape', feats=fs, quick=True)
         except MethodUnavailable: continue
         assert r.k == ds.n_clusters('shape') and np.isfinite(r.metrics['nmi']) and r.encoder['encoder'] == 'offline'
+
+
+def test_multimap_contrast_is_the_other_concepts(enc, syn):
+    "The registry runs Multi-MaP with the dataset's other concepts as contrast and records them in the row."
+    fs = extract_features(enc, syn, progress=False)
+    r = run_method('multimap', enc, syn, 'color', feats=fs, quick=True, epochs=1)
+    assert r.params['contrast'] == [c for c in syn.concepts if c != 'color'] and r.params['gamma'] == 0.2
+    assert r.params['contrast_from'] == "the dataset's other concepts"
+    assert 'contrast' in r.history[0]
+    one = Dataset(syn.root, syn.paths, {'tint': syn.labels('color')}, name='one')
+    r1 = run_method('multimap', enc, one, 'tint', feats=fs, quick=True, epochs=1, template='a shape of *',
+                    words=['red', 'blue', 'green'])
+    assert r1.params['contrast'] == [] and r1.params['gamma'] == 0.0
+    assert r1.params['contrast_from'] == "none: 'one' has no concept besides 'tint'"
+    r0 = run_method('multimap', enc, syn, 'color', feats=fs, quick=True, epochs=1, contrast=[], gamma=0.0)
+    assert r0.params['contrast'] == [] and 'contrast_from' not in r0.params and 'contrast' not in r0.history[0]
+
+
+def test_multimap_official_step_sizes(enc):
+    "Defaults are the official code's (parse.py): Adagrad lr 0.005, batch 20, 50 epochs, alpha = beta = 0.2."
+    p = MultiMaP(enc).params
+    assert (p['lr'], p['batch_size'], p['epochs'], p['alpha'], p['beta'], p['space']) == (0.005, 20, 50, 0.2, 0.2, 'token')
+    assert METHODS['multimap'].budgets(quick=False)['epochs'] == 50

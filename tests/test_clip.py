@@ -74,3 +74,29 @@ def test_images_converted_and_bad_file_named(tmp_path, offline_encoder):
     assert emb.shape == (2, offline_encoder.embed_dim) and torch.isfinite(emb).all()
     with pytest.raises(ImageDecodeError, match='bad.jpg'):
         open_image(tmp_path / 'bad.jpg')
+
+
+@pytest.mark.data
+def test_offline_encoder_aligns_images_with_the_names_of_their_classes():
+    """The offline pair means something only if ImageNet index c carries the name of class c: car photos must be
+    classified as cars and lie nearer the text 'a photo of a car' than faces do. A shuffled or reversed class list
+    (a misaligned ConSE) fails both."""
+    import numpy as np
+    import torch.nn.functional as F
+    from conftest import require_dataset
+    from multiclust.data import load_dataset
+    root = require_dataset('cars'); require_dataset('cmuface')
+    enc = load_encoder('offline')
+    cars, faces = (load_dataset(n, root=root) for n in ('cars', 'cmuface'))
+    pick = lambda ds: [ds.load_image(int(i)) for i in np.linspace(0, len(ds) - 1, 12).astype(int)]
+    with torch.no_grad():
+        xc, xf = (torch.stack([enc.preprocess(im) for im in pick(ds)]) for ds in (cars, faces))
+        top1 = enc.cnn(xc).argmax(-1).tolist()
+        img = F.normalize(enc.project(enc.encode_image_features(torch.cat([xc, xf]))), dim=-1)
+        txt = F.normalize(enc.encode_text(['a photo of a car.', 'a photo of a face.']), dim=-1)
+    vehicle = ('car', 'cab', 'convertible', 'jeep', 'limousine', 'minivan', 'pickup', 'racer', 'wagon', 'grille',
+               'wheel', 'van', 'truck', 'bumper', 'moving van', 'police van', 'ambulance', 'tow truck', 'amphibian')
+    names = [enc.classes[i] for i in top1]
+    assert sum(any(v in n.lower() for v in vehicle) for n in names) >= 9, names
+    s = (img @ txt.T)[:, 0] - (img @ txt.T)[:, 1]        # car-ness of every image
+    assert s[:12].min() > s[12:].max() or (s[:12, None] > s[None, 12:]).float().mean() > 0.9

@@ -186,3 +186,13 @@ def test_real_checkpoint_when_cached(loader):
         assert (enc.encode_tokens(ids, enc.token_embeddings(ids)) - own_text_features(enc, ids)).abs().max() < 1e-5
     assert enc.star_positions(ids, PROMPTS).tolist() == [7, 2, 7]
     assert enc.weights.startswith(ALIGN_REPO if loader is load_align else BLIP_REPO)
+
+
+def test_blip_is_blip1_and_rows_say_so():
+    "The BLIP adapter is BLIP-1's retrieval model (not BLIP-2); its describe() note, recorded in every row, says so."
+    enc = tiny_blip()
+    assert type(enc.model).__name__ == 'BlipForImageTextRetrieval'
+    from multiclust.hf_encoders import BLIP_REPO
+    assert BLIP_REPO == 'Salesforce/blip-itm-base-coco'
+    note = enc.describe()['encoder_note']
+    assert note.startswith('BLIP-1') and 'not BLIP-2' in note

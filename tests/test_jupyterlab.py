@@ -55,17 +55,38 @@ def test_every_notebook_opens_with_its_kernel(lab):
         kname = m['content']['metadata'].get('kernelspec', {}).get('name', 'python3')
         assert kname in specs, f'{nb.name}: kernel {kname!r} not in {list(specs)}'
 
-def test_kernel_starts_for_a_notebook(lab):
-    "Open 00_clip as JupyterLab does (a session with its kernel), run one line, shut it down."
+def _execute(base, token, kid, code, timeout=60):
+    "Run `code` in kernel `kid` over JupyterLab's websocket (Jupyter messaging v5); returns its stdout text."
+    import asyncio, uuid
+    from tornado.websocket import websocket_connect
+    async def go():
+        ws = await websocket_connect(f"{base.replace('http', 'ws')}/api/kernels/{kid}/channels?token={token}")
+        mid = uuid.uuid4().hex
+        ws.write_message(json.dumps({'header': {'msg_id': mid, 'msg_type': 'execute_request', 'username': 'test',
+                                                'session': uuid.uuid4().hex, 'version': '5.3'},
+                                     'parent_header': {}, 'metadata': {}, 'channel': 'shell', 'buffers': [],
+                                     'content': {'code': code, 'silent': False, 'store_history': False,
+                                                 'user_expressions': {}, 'allow_stdin': False}}))
+        out, status = [], None
+        while status is None:
+            m = json.loads(await asyncio.wait_for(ws.read_message(), timeout))
+            if m.get('parent_header', {}).get('msg_id') != mid: continue
+            if m['msg_type'] == 'stream': out.append(m['content']['text'])
+            if m['msg_type'] == 'error': out.append('ERROR ' + m['content']['ename'] + ': ' + m['content']['evalue'])
+            if m['msg_type'] == 'execute_reply': status = m['content']['status']
+        ws.close()
+        return status, ''.join(out)
+    return asyncio.new_event_loop().run_until_complete(go())
+
+def test_kernel_runs_code_for_a_notebook(lab):
+    "Open 00_clip as JupyterLab does (a session with its kernel), run one line that imports the library, check its output."
     base, token = lab
     s = _req(f'{base}/api/sessions', token, 'POST', {'path': 'nbs/00_clip.ipynb', 'type': 'notebook',
                                                     'kernel': {'name': 'python3'}})
     try:
-        kid = s['kernel']['id']
-        for _ in range(60):
-            k = _req(f'{base}/api/kernels/{kid}', token)
-            if k['execution_state'] in ('idle', 'busy', 'starting'): break
-            time.sleep(0.5)
-        assert k['execution_state'] in ('idle', 'busy', 'starting')
+        status, out = _execute(base, token, s['kernel']['id'],
+                               "import multiclust, multiclust.clip as c; print('ok', multiclust.__version__, c.Encoder.__name__, 6 * 7)")
+        assert status == 'ok' and out.strip() == f"ok {__import__('multiclust').__version__} Encoder 42", out
+        assert _req(f"{base}/api/kernels/{s['kernel']['id']}", token)['execution_state'] in ('idle', 'busy')
     finally:
         _req(f"{base}/api/sessions/{s['id']}", token, 'DELETE')

@@ -154,3 +154,31 @@ def test_encoder_mmd_real_adapters_and_bad_texts():
         encoder_mmd(a, b, texts + ['a red fruit'])
     with pytest.raises(ValueError, match='at least 3 texts'):
         encoder_mmd(a, b, texts[:2])
+
+def test_per_concept_sees_only_each_concepts_geometry():
+    """B rotates each concept's texts by its own orthogonal map: every within-concept geometry is A's (MMD 0 per
+    concept), but the cross-concept cosines change, so the pooled value is clearly positive."""
+    from multiclust.mmd import encoder_mmd_per_concept
+    g = torch.Generator().manual_seed(3)
+    A = torch.randn(24, 16, generator=g, dtype=torch.float64)
+    Qs = [torch.linalg.qr(torch.randn(16, 16, generator=g, dtype=torch.float64))[0] for _ in range(3)]
+    B = torch.cat([A[8 * i:8 * (i + 1)] @ Qs[i] for i in range(3)])
+    ea, eb = fixed(A, 'a'), fixed(B, 'b')
+    groups = {c: TEXTS[8 * i:8 * (i + 1)] for i, c in enumerate(['color', 'shape', 'size'])}
+    per = encoder_mmd_per_concept(ea, eb, groups, n_perm=50)
+    assert [r['concept'] for r in per] == ['color', 'shape', 'size'] and all(r['status'] == 'ok' for r in per)
+    assert all(abs(r['mmd2']) < 1e-10 and r['n_texts'] == 8 for r in per)
+    pooled = encoder_mmd(ea, eb, TEXTS, n_perm=50)
+    assert pooled['mmd2'] > 1e-3
+    assert per[0]['encoder_a'] == 'a' and per[0]['encoder_b'] == 'b'
+
+def test_per_concept_bad_input_names_the_concept():
+    from multiclust.mmd import encoder_mmd_per_concept
+    A = torch.randn(24, 8, generator=torch.Generator().manual_seed(4))
+    ea = fixed(A, 'a')
+    short = encoder_mmd_per_concept(ea, ea, {'glass': TEXTS[:2], 'pose': TEXTS[2:6]}, n_perm=10)
+    assert short[0]['mmd2'] is None and short[0]['status'].startswith('too few texts: 2') and short[1]['status'] == 'ok'
+    with pytest.raises(ValueError, match="concept 'pose': text 'text 2' appears twice"):
+        encoder_mmd_per_concept(ea, ea, {'pose': TEXTS[2:6] + ['text 2']})
+    with pytest.raises(ValueError, match='must be a dict'):
+        encoder_mmd_per_concept(ea, ea, TEXTS)

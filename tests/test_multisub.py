@@ -3,12 +3,14 @@ import copy
 
 import numpy as np
 import pytest
+from multiclust.metrics import evaluate
 import torch
 
 from multiclust.clip import PromptError, load_openclip, tiny_clip
 from multiclust.proxy import (Proxies, PrefixCachedTextPath, TruncatedTextPath, compare_paths, make_text_path,
                               prefix_cache_supported, reference_embeddings)
-from multiclust.multisub import ClusterResult, MultiSub, kmeans
+from multiclust.core import ClusterResult, kmeans
+from multiclust.multisub import MultiSub
 
 TPL = 'a fruit with the color of *'
 WORDS = ['red', 'yellow', 'green', 'dark blue', 'purple']
@@ -178,14 +180,14 @@ def test_kmeans_separates_blobs():
 
 
 # ---------------------------------------------------------------- real data (skips without it)
-def test_multisub_on_cars_subset(data_root, offline_encoder, tmp_path):
+def test_multisub_on_cars_subset(cars_root, offline_encoder, tmp_path):
     from multiclust.data import load_dataset
-    ds = load_dataset('cars', root=data_root)
+    ds = load_dataset('cars', root=cars_root)
     sub = ds.subset(np.random.default_rng(0).choice(len(ds), 24, replace=False))
     r = MultiSub(offline_encoder, rounds=1, phase1_epochs=1, phase2_epochs=1, n_init=2, text_embeddings=False).fit(
         sub, 'type', cache_dir=tmp_path)
     assert r.status == 'ok' and r.word_source in ('authored', 'llm') and len(r.words) >= 2
-    assert r.labels.shape == (24,) and 0 <= r.metrics['nmi'] <= 1
+    assert r.labels.shape == (24,) and {k: r.metrics[k] for k in ('nmi', 'ri', 'ari', 'acc')} == pytest.approx(evaluate(sub.label_ids('type'), r.labels))
     assert r.params['template'] == 'a car with the type of *' and r.params['text_path_kind'] == 'truncate'
 
 

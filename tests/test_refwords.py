@@ -292,3 +292,14 @@ def test_bad_user_words_are_named():
         reference_words("fruit", "color", words=["red", "#"])
     with pytest.raises(ValueError, match="key must be"):
         rw.save_entry("fruit-color", {}, "/nonexistent/x.json")
+
+
+def test_wordnet_hyponyms_without_a_key(monkeypatch):
+    from multiclust.refwords import wordnet_hyponyms, user_reference_words
+    monkeypatch.delenv('OPENAI_API_KEY', raising=False); monkeypatch.delenv('OPENAI_BASE_URL', raising=False)
+    r = user_reference_words('emotion')
+    assert r.source == 'wordnet-hyponyms' and 'synset 07480068-n' in r.note
+    assert {'fear', 'anger', 'joy', 'love'} <= set(r.words) and 2 <= len(r.words) <= 12 and 'emotion' not in r.words
+    assert wordnet_hyponyms('color', n=4).words == wordnet_hyponyms('color').words[:4]
+    with pytest.raises(LLMError, match='--words'):
+        user_reference_words('qwzx')

@@ -97,6 +97,7 @@ def main(argv=None):
     ap.add_argument('--eval-rounds', action='store_true', help='k-means + metrics after every round')
     ap.add_argument('--sparse-proxies', default='auto', choices=['auto', 'true', 'false'],
                     help="Phase I latent-factor update: 'auto' (row-wise where exact), 'true' (row-wise), 'false' (dense)")
+    ap.add_argument('--filehash', type=int, default=60000, help='also time the content-hashed cache key over N files (0: skip)')
     ap.add_argument('--child', type=int, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child: return child(a)
@@ -147,6 +148,12 @@ def main(argv=None):
     est = big['wall_s'] + extra1 * ep1 + extra2 * ep2
     print(f"library-default budget (3 rounds x (3 Phase I + 3 Phase II epochs), no early stop) at n={big['n']}: "
           f"about {est / 60:.1f} min on these {a.threads} threads (measured epochs: Phase I {ep1:.1f} s, Phase II {ep2:.1f} s)")
+    if a.filehash:                                   # the feature-cache key hashes image bytes: its cost at this scale
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import bench_filehash
+        fh = bench_filehash.run(a.filehash)
+        print(f"cache key over {fh['n']} image files ({fh['mb']} MB): content-hashed {fh['content_s']} s vs "
+              f"(path, size, mtime) {fh['stat_s']} s ({fh['ratio']}x), memoised {fh['memo_s']} s", flush=True)
     load1 = os.getloadavg()
     print(f"load(1 min) before={load0[0]:.2f} after={load1[0]:.2f} ({os.cpu_count()} cpus)")
     for r in out: print(f"n={r['n']} wall_s={r['wall_s']:.1f} peak_rss_mb={r['peak_rss_mb']:.0f}")
