@@ -18,7 +18,7 @@ def toy(tmp_path_factory):
 
 @pytest.mark.parametrize('concept', ['size', 'background'])
 def test_quick_multisub_beats_kmeans(toy, concept):
-    from multiclust.baselines import run_method
+    from multiclust.methods import run_method
     enc, ds, feats = toy
     ms = run_method('multisub', enc, ds, concept, seed=0, feats=feats, quick=True)
     km = run_method('kmeans', enc, ds, concept, seed=0, feats=feats, quick=True)

@@ -40,7 +40,7 @@ def main():
     import pandas as pd
     from multiclust.clip import load_encoder
     from multiclust.data import load_dataset, extract_features
-    from multiclust.baselines import run_method
+    from multiclust.methods import run_method
     t0 = time.perf_counter()
     enc = load_encoder('toyclip')
     ds = load_dataset('synthetic')
