@@ -335,7 +335,7 @@ class OfflineEncoder(Encoder):
     "EfficientNet-lite0 (ImageNet) + all-MiniLM-L6-v2, joined by ConSE. Pretrained, offline, weaker than CLIP."
     name = 'offline'
     def __init__(self, topk: int = 10, temperature: float = 1.0, class_template: str = 'a photo of a {}.',
-                 image_size: int = 224, device: str = 'cpu', trunk: str = 'cnn'):
+                 image_size: int = 224, device: str = 'cpu', trunk: str = 'conse'):
         if trunk not in ('cnn', 'conse'): raise ValueError(f"trunk must be 'cnn' (pooled CNN features) or 'conse', got {trunk!r}")
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet

@@ -1,4 +1,4 @@
-"""Benchmark: the offline encoder with the CNN in its trunk (`trunk='cnn'`, the default) against the old one
+"""Benchmark: the offline encoder with the CNN in its trunk (`trunk='cnn'`) against the default one
 (`trunk='conse'`: the ConSE vector cached as the frozen feature), on the benchmark sets in $MULTICLUST_DATA.
 
 Per dataset x concept x encoder: k-means, zero-shot with the shipped reference words, Multi-Sub and its
@@ -33,7 +33,7 @@ def main():
     from multiclust.core import kmeans
     from multiclust.metrics import evaluate
     t_all = time.perf_counter()
-    encs = {'new (cnn trunk)': load_encoder('offline'), 'old (conse trunk)': load_encoder('offline', trunk='conse')}
+    encs = {'new (cnn trunk)': load_encoder('offline', trunk='cnn'), 'old (conse trunk)': load_encoder('offline', trunk='conse')}
     seeds = [int(s) for s in a.seeds.split(',')]
     rows = []
     for name in a.datasets.split(','):
