@@ -11,8 +11,8 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['ROW_COLUMNS', 'ROW_KEY', 'atomic_write_text', 'rows_frame', 'save_results', 'load_results', 'row_key', 'results_lock',
-           'upsert_results', 'mean_std', 'fmt_pm', 'pivot_mean_std', 'save_fig', 'bar_figure', 'contingency_figure',
-           'tsne_figure', 'line_figure', 'gallery_figure']
+           'archive_results', 'upsert_results', 'mean_std', 'fmt_pm', 'pivot_mean_std', 'save_fig', 'bar_figure',
+           'contingency_figure', 'tsne_figure', 'line_figure', 'gallery_figure']
 
 # %% ../nbs/06_report.ipynb #d04584c0
 ROW_COLUMNS = ['dataset', 'section', 'method', 'variant', 'concept', 'seed', 'k', 'nmi', 'ri', 'ari', 'acc',
@@ -81,6 +81,23 @@ def results_lock(dataset: str, results_dir: str | os.PathLike = 'results', timeo
         try: yield
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
+def _append_archive(rows: list[dict], dataset: str, results_dir) -> Path:
+    "Append `rows` to `archive/<dataset>.json` (atomic rewrite; call under the lock)."
+    a = Path(results_dir) / 'archive' / f'{dataset}.json'
+    prev = json.loads(a.read_text()) if a.exists() else []
+    atomic_write_text(a, json.dumps(prev + rows, indent=1, default=str))
+    return a
+
+def archive_results(dataset: str, results_dir, stale) -> tuple[list[dict], list[dict], Path]:
+    "Under the lock, move the saved rows for which `stale(row)` is true to the archive; returns (kept, moved, archive path)."
+    with results_lock(dataset, results_dir):
+        old = load_results(dataset, results_dir)
+        moved = [r for r in old if stale(r)]
+        kept = [r for r in old if not stale(r)]
+        a = _append_archive(moved, dataset, results_dir) if moved else Path(results_dir) / 'archive' / f'{dataset}.json'
+        if moved: save_results(kept, dataset, results_dir)
+        return kept, moved, a
+
 def upsert_results(new_rows: list[dict], dataset: str, results_dir: str | os.PathLike = 'results') -> list[dict]:
     """Merge `new_rows` into the saved table under the lock: rows with the same `row_key` are replaced (an `ok` row
     replaced by one with other `inputs` is archived first), the rest kept. Returns the table as written."""
@@ -89,10 +106,7 @@ def upsert_results(new_rows: list[dict], dataset: str, results_dir: str | os.Pat
         new = {row_key(r): r for r in new_rows}
         replaced = [r for r in old if row_key(r) in new]
         archive = [r for r in replaced if r.get('status', 'ok') == 'ok' and r.get('inputs') != new[row_key(r)].get('inputs')]
-        if archive:
-            a = Path(results_dir) / 'archive' / f'{dataset}.json'
-            prev = json.loads(a.read_text()) if a.exists() else []
-            atomic_write_text(a, json.dumps(prev + archive, indent=1, default=str))
+        if archive: _append_archive(archive, dataset, results_dir)
         rows = [r for r in old if row_key(r) not in new] + list(new.values())
         save_results(rows, dataset, results_dir)
         return rows
