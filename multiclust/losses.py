@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from .proxy import NonFiniteLoss, batches, check_step
 
 # %% auto #0
-__all__ = ['pseudo_labels', 'joint_embedding', 'pairwise_distances', 'intra_cluster_loss', 'inter_cluster_loss',
+__all__ = ['INTRA', 'pseudo_labels', 'joint_embedding', 'pairwise_distances', 'intra_cluster_loss', 'inter_cluster_loss',
            'clustering_loss', 'phase2_epoch']
 
 # %% ../nbs/03_clustering_loss.ipynb #61e45344
@@ -30,11 +30,17 @@ def pairwise_distances(E: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     d2 = sq[:, None] + sq[None, :] - 2 * E @ E.T
     return d2.clamp_min(eps).sqrt()
 
-def intra_cluster_loss(E: torch.Tensor, y: torch.Tensor, D: torch.Tensor | None = None) -> torch.Tensor:
-    "Eq. 6: mean distance over same-label pairs $i\\ne j$ (0 if there are none)."
+INTRA = ('squared', 'plain')
+
+def intra_cluster_loss(E: torch.Tensor, y: torch.Tensor, D: torch.Tensor | None = None,
+                       intra: str = 'squared') -> torch.Tensor:
+    "Eq. 6: mean squared distance over same-label pairs $i\\ne j$ (`intra='plain'`: mean distance; 0 if there are none)."
+    if intra not in INTRA: raise ValueError(f"intra must be one of {list(INTRA)}, got {intra!r}")
     D = pairwise_distances(E) if D is None else D
     same = (y[:, None] == y[None, :]) & ~torch.eye(len(y), dtype=torch.bool, device=y.device)
-    return D[same].mean() if same.any() else D.sum() * 0
+    if not same.any(): return D.sum() * 0
+    d = D[same]
+    return (d * d).mean() if intra == 'squared' else d.mean()
 
 def inter_cluster_loss(E: torch.Tensor, y: torch.Tensor, margin: float = 1.0, D: torch.Tensor | None = None) -> torch.Tensor:
     "Eq. 7: mean hinge $\\max(0, m-d_{ij})$ over different-label pairs only (0 if there are none)."
@@ -42,20 +48,21 @@ def inter_cluster_loss(E: torch.Tensor, y: torch.Tensor, margin: float = 1.0, D:
     diff = y[:, None] != y[None, :]
     return F.relu(margin - D[diff]).mean() if diff.any() else D.sum() * 0
 
-def clustering_loss(E: torch.Tensor, y: torch.Tensor, lam: float = 0.5, margin: float = 1.0) -> torch.Tensor:
+def clustering_loss(E: torch.Tensor, y: torch.Tensor, lam: float = 0.5, margin: float = 1.0,
+                    intra: str = 'squared') -> torch.Tensor:
     "Eq. 8: $\\lambda\\,\\mathcal L_{intra} + (1-\\lambda)\\,\\mathcal L_{inter}$."
     if not 0 <= lam <= 1: raise ValueError(f"lambda must be in [0, 1], got {lam}")
     D = pairwise_distances(E)
-    return lam * intra_cluster_loss(E, y, D) + (1 - lam) * inter_cluster_loss(E, y, margin, D)
+    return lam * intra_cluster_loss(E, y, D, intra) + (1 - lam) * inter_cluster_loss(E, y, margin, D)
 
 # %% ../nbs/03_clustering_loss.ipynb #4a7dc62a
 def phase2_epoch(proxy_tokens: torch.Tensor, projection: nn.Module, feats: torch.Tensor, labels: torch.Tensor,
                  opt: torch.optim.Optimizer, batch_size: int = 256, generator: torch.Generator | None = None,
-                 lam: float = 0.5, margin: float = 1.0) -> float:
+                 lam: float = 0.5, margin: float = 1.0, intra: str = 'squared') -> float:
     "One Phase II epoch: eq. 8 on $[w_i; g(F_i)]$ with fixed proxies and pseudo-labels; trains `projection` only."
     W, tot, n = proxy_tokens.detach(), 0.0, len(feats)
     for b, idx in enumerate(batches(n, batch_size, generator)):
-        loss = clustering_loss(joint_embedding(W[idx], projection(feats[idx])), labels[idx], lam, margin)
+        loss = clustering_loss(joint_embedding(W[idx], projection(feats[idx])), labels[idx], lam, margin, intra)
         if not torch.isfinite(loss): raise NonFiniteLoss('II', b, float(loss.detach()))
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -66,6 +66,11 @@ class Method:
         return [p for p, v in sig.parameters.items() if p not in self.fixed
                 and v.kind in (v.KEYWORD_ONLY, v.POSITIONAL_OR_KEYWORD)]
 
+    def defaults(self) -> dict:
+        "The default value (as `repr`) of every option: part of a result's fingerprint, so a changed default recomputes."
+        sig = inspect.signature(self.impl())
+        return {p: repr(v.default) for p, v in sig.parameters.items() if v.default is not inspect.Parameter.empty}
+
     def budgets(self, quick: bool) -> dict:
         b = (self.quick(self.impl()) if callable(self.quick) else self.quick) if quick else self.full
         return dict(b)

@@ -13,12 +13,13 @@ import torch
 from .clip import Encoder, PromptError
 from .proxy import (Proxies, NonFiniteLoss, reference_embeddings, check_template, make_text_path,
                               phase1_epoch, RowAdagrad)
-from .losses import pseudo_labels, joint_embedding, phase2_epoch
+from .losses import pseudo_labels, joint_embedding, phase2_epoch, INTRA
 from .core import ClusterResult, check_k, check_features, kmeans, resolve_task, _metrics, _threads
 
 # %% auto #0
-__all__ = ['PAPER_GRID', 'COLLAPSE_SPREAD', 'PROTOCOL', 'MultiSub', 'spread', 'effective_rank', 'balanced_embedding',
-           'relative_alignment_loss', 'is_collapsed', 'choose_candidate']
+__all__ = ['PAPER_GRID', 'BASES', 'COLLAPSE_SPREAD', 'SUBSPACE_CLUSTERINGS', 'PROTOCOL', 'MultiSub', 'spread', 'effective_rank',
+           'balanced_embedding', 'relative_alignment_loss', 'is_collapsed', 'cluster_embedding', 'subspace_clusterings',
+           'basis_embeddings', 'DirectPath', 'choose_candidate']
 
 # %% ../nbs/03a_multisub.ipynb #83662a41
 def _rowwise(sparse_proxies, optimizer: str, weight_decay: float, lr_latent: float) -> bool:
@@ -40,6 +41,7 @@ def _optimizer(name: str, groups: list[dict], weight_decay: float):
     return opts[name](groups, weight_decay=weight_decay)
 
 PAPER_GRID = dict(lr=(1e-1, 5e-2, 1e-2, 5e-3, 1e-3, 5e-4), weight_decay=(5e-4, 1e-4, 5e-5, 1e-5))
+BASES = ('token', 'text', 'prompt')      # what spans the proxies' subspace (Table 5's rows)
 
 class MultiSub:
     "Multi-Sub (Yao, Qian & Hu 2024): subspace proxy learning (Phase I) alternating with the clustering loss (Phase II)."
@@ -52,13 +54,16 @@ class MultiSub:
                  seed: int = 0, threads: int | None = None, progress: bool = False, sparse_proxies: bool | str = 'auto',
                  proj_anchor: float = 0.0, balance: bool = True, patience: int | None = None, tol: float = 0.0,
                  keep_best: bool = False, select: str | None = None, grid: dict | None = None,
-                 proj_lr_scale: float = 1e-2, select_subset: int | None = None, diagnostics: bool = True):
+                 proj_lr_scale: float = 1e-2, select_subset: int | None = None, diagnostics: bool = True,
+                 basis: str = 'token', intra: str = 'squared'):
         if rounds < 1 or phase1_epochs < 0 or phase2_epochs < 0:
             raise ValueError(f"need rounds >= 1 and epochs >= 0, got rounds={rounds}, phase1_epochs={phase1_epochs}, "
                              f"phase2_epochs={phase2_epochs}")
         if cluster_on not in self.CLUSTER_ON:
             raise ValueError(f"cluster_on must be one of {list(self.CLUSTER_ON)}, got {cluster_on!r}")
         if select not in (None, 'loss'): raise ValueError(f"select must be None or 'loss', got {select!r}")
+        if basis not in BASES: raise ValueError(f"basis must be one of {list(BASES)}, got {basis!r}")
+        if intra not in INTRA: raise ValueError(f"intra must be one of {list(INTRA)}, got {intra!r}")
         if not proj_anchor >= 0: raise ValueError(f"proj_anchor must be >= 0, got {proj_anchor}")
         if not 0 <= tol < 1: raise ValueError(f"tol must be in [0, 1) (a fraction of the images), got {tol}")
         if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
@@ -74,13 +79,14 @@ class MultiSub:
                            cluster_on=cluster_on, n_init=n_init, text_path=text_path, seed=seed, threads=threads,
                            sparse_proxies=sparse_proxies, proj_anchor=proj_anchor, balance=balance, patience=patience,
                            tol=tol, keep_best=keep_best, select=select, grid=grid, proj_lr_scale=proj_lr_scale,
-                           select_subset=select_subset)
+                           select_subset=select_subset, basis=basis, intra=intra)
         self.text_embeddings, self.eval_rounds, self.progress = text_embeddings, eval_rounds, progress
         self.diagnostics = diagnostics
         for k, v in self.params.items(): setattr(self, k, v)
 
     CLUSTER_ON = {'token+image': ('proxy_token', 'image'), 'prompt+image': ('prompt_text', 'image'),
-                  'image': ('image',), 'token': ('proxy_token',), 'prompt': ('prompt_text',)}
+                  'text+image': ('proxy_text', 'image'), 'image': ('image',), 'token': ('proxy_token',),
+                  'text': ('proxy_text',), 'prompt': ('prompt_text',)}
 
 
 # %% ../nbs/03a_multisub.ipynb #3ea68965
@@ -134,11 +140,59 @@ def is_collapsed(n_pseudo_clusters: int, image_spread: float, pretrained_spread:
 def _embed_all(path, W, bs):
     return torch.cat([path(W[i:i + bs]) for i in range(0, len(W), bs)]) if len(W) else W
 
-def _cluster_embedding(self: MultiSub, emb: dict) -> torch.Tensor:
-    "The embedding k-means clusters for `self.cluster_on`: its parts L2-normalised, balanced (`balance`) or plainly joined."
-    parts = [emb[p] for p in self.CLUSTER_ON[self.cluster_on]]
+def cluster_embedding(emb: dict, cluster_on: str = 'token+image', balance: bool = True) -> torch.Tensor:
+    "The embedding k-means clusters for `cluster_on` (a key of `MultiSub.CLUSTER_ON`): parts L2-normalised, balanced or plainly joined."
+    if cluster_on not in MultiSub.CLUSTER_ON:
+        raise ValueError(f"cluster_on must be one of {list(MultiSub.CLUSTER_ON)}, got {cluster_on!r}")
+    parts = [torch.as_tensor(emb[p]) for p in MultiSub.CLUSTER_ON[cluster_on]]
     if len(parts) == 1: return F.normalize(parts[0], dim=-1)
-    return balanced_embedding(*parts) if self.balance else joint_embedding(*parts)
+    return balanced_embedding(*parts) if balance else joint_embedding(*parts)
+
+def _cluster_embedding(self: MultiSub, emb: dict) -> torch.Tensor:
+    return cluster_embedding(emb, self.cluster_on, self.balance)
+
+SUBSPACE_CLUSTERINGS = ('image', 'token', 'token+image', 'text', 'text+image', 'prompt', 'prompt+image')
+
+def subspace_clusterings(res: ClusterResult, k: int | None = None, seed: int | None = None, n_init: int = 10,
+                         balance: bool = True) -> dict[str, np.ndarray]:
+    "k-means labels of one Multi-Sub fit for each of Table 5's seven clusterings (each embedding made as `cluster_on` makes it)."
+    missing = sorted({p for c in SUBSPACE_CLUSTERINGS for p in MultiSub.CLUSTER_ON[c]} - set(res.embeddings))
+    if missing: raise ValueError(f"the fit has no {missing} embedding(s): fit it with text_embeddings=True")
+    k, seed = res.k if k is None else k, res.seed if seed is None else seed
+    return {c: kmeans(cluster_embedding(res.embeddings, c, balance), k, seed, n_init) for c in SUBSPACE_CLUSTERINGS}
+
+@torch.no_grad()
+def basis_embeddings(encoder: Encoder, template: str, words: Sequence[str], basis: str = 'token') -> torch.Tensor:
+    '''The $K$ vectors that span the proxies' subspace (Table 5's rows), `(K, d)`: `'token'` = the reference words'
+    token embeddings $z_k$ (the paper's Multi-Sub); `'text'` = the text tower on each word alone; `'prompt'` = the
+    tower on the template with each word at `*`. Text and prompt vectors are L2-normalised (our choice: the image is
+    compared with them by cosine, so each word enters as a direction).'''
+    if basis not in BASES: raise ValueError(f"basis must be one of {list(BASES)}, got {basis!r}")
+    Z = reference_embeddings(encoder, words)                  # also checks the words
+    if basis == 'token': return Z
+    check_template(encoder, template)
+    prompts = list(words) if basis == 'text' else [template.replace('*', w) for w in words]
+    return F.normalize(encoder.encode_text(prompts).float(), dim=-1)
+
+class DirectPath:
+    "Phase I's text path for a text or prompt basis: the proxy already lives in the text-embedding space, as it is."
+    def __init__(self, basis: str): self.kind = f'direct ({basis} basis)'
+    def __call__(self, proxies: torch.Tensor) -> torch.Tensor: return proxies
+
+@torch.no_grad()
+def _proxy_embeddings(self: MultiSub, px, path, Z, tables: dict, need=('proxy_text', 'prompt_text')) -> dict:
+    '''The proxies' weights and token, text and prompt embeddings (those in `need`). Token basis: the proxy $w_i$
+    is a token embedding; its text / prompt embedding is the tower on `*` / on the template with $w_i$ at `*`. Text or
+    prompt basis: the proxy is itself the text / prompt embedding, and the other two are the same weights $a_i$ on
+    the reference words' other embeddings (our reading: the paper's Table 5 lost its labels).'''
+    a, W, bs = px.weights(), px(), self.batch_size
+    if self.basis == 'token':
+        out = dict(proxy_weights=a, proxy_token=W)
+        if 'prompt_text' in need: out['prompt_text'] = _embed_all(path, W, bs)
+        if 'proxy_text' in need: out['proxy_text'] = _embed_all(make_text_path(self.encoder, '*', self.text_path), W, bs)
+        return out
+    return dict(proxy_weights=a, proxy_token=a @ Z, proxy_text=W if self.basis == 'text' else a @ tables['text'],
+                prompt_text=W if self.basis == 'prompt' else a @ tables['prompt'])
 
 @torch.no_grad()
 def _diagnose(px, proj, feats, theta0, y, prev_y, sub) -> dict:
@@ -169,7 +223,9 @@ def _fit_features(self: MultiSub, feats, template: str, words: Sequence[str], k:
         gen = torch.Generator().manual_seed(self.seed)
         Z = reference_embeddings(enc, words)
         check_template(enc, template)
-        path = make_text_path(enc, template, self.text_path)
+        tables = {} if self.basis == 'token' else {b: basis_embeddings(enc, template, words, b) for b in ('text', 'prompt')}
+        B = Z if self.basis == 'token' else tables[self.basis]       # the subspace's basis: pseudo-labels live on it
+        path = make_text_path(enc, template, self.text_path) if self.basis == 'token' else DirectPath(self.basis)
         proj = copy.deepcopy(enc.image_projection).train()        # per-fit copy: the shared encoder never changes
         for p in proj.parameters(): p.requires_grad_(True)
         theta0 = [p.detach().clone() for p in proj.parameters()]
@@ -179,7 +235,7 @@ def _fit_features(self: MultiSub, feats, template: str, words: Sequence[str], k:
         wd_proj = 0.0 if self.proj_anchor > 0 else self.weight_decay
         sub = torch.randperm(N, generator=torch.Generator().manual_seed(self.seed))[:2000].sort().values
         with torch.no_grad(): spread0 = spread(proj(feats[sub]))
-        px = Proxies(Z, N, latent=self.latent, init_std=self.init_std, generator=gen)
+        px = Proxies(B, N, latent=self.latent, init_std=self.init_std, generator=gen)
         rowwise = _rowwise(self.sparse_proxies, self.optimizer, self.weight_decay, self.lr_latent)
         hist, status, message, prev = [], 'ok', '', None
         snap = lambda: (px.p.detach().clone(), copy.deepcopy(proj.state_dict()))
@@ -195,7 +251,7 @@ def _fit_features(self: MultiSub, feats, template: str, words: Sequence[str], k:
             h['relative_loss'] = rel
             if self.keep_best and rel < best[0]: best[:] = [rel, snap() if state is None else state]
         def after_epoch(h, prev_y):
-            with torch.no_grad(): y = pseudo_labels(px(), Z)
+            with torch.no_grad(): y = pseudo_labels(px(), B)
             if self.diagnostics:
                 h.update(_diagnose(px, proj, feats, theta0, y, prev_y, sub))
                 if true is not None: h['pseudo_nmi'] = _metrics(true, y.numpy())['nmi']   # a diagnostic only
@@ -231,14 +287,14 @@ def _fit_features(self: MultiSub, feats, template: str, words: Sequence[str], k:
                     score_state({}, pbest[0], pbest[1])
                 elif hist and hist[-1].get('phase') == 'I': score_state(hist[-1])
                 with torch.no_grad(): W = px()
-                y = pseudo_labels(W, Z)
+                y = pseudo_labels(W, B)
                 changed = N if prev is None else int((y != prev).sum())
                 summ = dict(round=r, phase='round', changed=changed, n_pseudo_clusters=int(len(y.unique())),
                             phase1_epochs_run=epoch + 1 if self.phase1_epochs else 0)
                 if self.eval_rounds and true is not None:
                     summ.update(_metrics(true, y.numpy(), 'pseudo_'))
-                    with torch.no_grad(): E = self._cluster_embedding({'proxy_token': W, 'image': proj(feats)} | (
-                        {'prompt_text': _embed_all(path, W, self.batch_size)} if 'prompt' in self.cluster_on else {}))
+                    with torch.no_grad(): E = self._cluster_embedding({'image': proj(feats), **self._proxy_embeddings(
+                        px, path, Z, tables, self.CLUSTER_ON[self.cluster_on])})
                     summ.update(_metrics(true, kmeans(E, k, self.seed, self.n_init)))
                 hist.append(summ)
                 bar.update(1)
@@ -249,7 +305,8 @@ def _fit_features(self: MultiSub, feats, template: str, words: Sequence[str], k:
                                                     'weight_decay': wd_proj}], self.weight_decay)
                 for epoch in range(self.phase2_epochs):
                     s = snap()
-                    try: loss = phase2_epoch(W, proj, feats, y, opt2, self.batch_size, gen, self.lam, self.margin)
+                    try: loss = phase2_epoch(W, proj, feats, y, opt2, self.batch_size, gen, self.lam, self.margin,
+                                             self.intra)
                     except NonFiniteLoss as e: restore(s); raise e
                     hist.append(h := dict(round=r, phase='II', epoch=epoch, loss=loss))
                     if self.diagnostics: after_epoch(h, y)
@@ -265,15 +322,13 @@ def _fit_features(self: MultiSub, feats, template: str, words: Sequence[str], k:
             hist.append(dict(phase='best', event='restored', relative_loss=best[0]))
         with torch.no_grad():
             W = px(); V = proj(feats)
-            emb = {'proxy_weights': px.weights(), 'proxy_token': W, 'image': V, 'pseudo_labels': pseudo_labels(W, Z),
-                   'prompt_text': _embed_all(path, W, self.batch_size)}
-            if self.text_embeddings:
-                emb['proxy_text'] = _embed_all(make_text_path(enc, '*', self.text_path), W, self.batch_size)
+            need = ('prompt_text',) + (('proxy_text',) if self.text_embeddings or 'text' in self.cluster_on else ())
+            emb = {**self._proxy_embeddings(px, path, Z, tables, need), 'image': V, 'pseudo_labels': pseudo_labels(W, B)}
             for name, parts in self.CLUSTER_ON.items():
                 if len(parts) > 1 and all(p in emb for p in parts): emb[name] = joint_embedding(*(emb[p] for p in parts))
             emb[self.cluster_on] = X = self._cluster_embedding(emb)
             labels = kmeans(X, k, self.seed, self.n_init)
-            score = relative_alignment_loss(V, emb['prompt_text'])
+            score = relative_alignment_loss(V, emb['prompt_text'] if self.basis == 'token' else W)   # what Phase I aligned
             npc, spr = int(len(emb['pseudo_labels'].unique())), spread(V[sub])
     emb = {n: v.numpy() for n, v in emb.items()}
     res = ClusterResult(self.method, dataset, concept, k, self.seed, labels, emb, hist, enc.describe(), list(words),
@@ -291,7 +346,8 @@ def _fit_features(self: MultiSub, feats, template: str, words: Sequence[str], k:
     res.runtime_s = time.perf_counter() - t0
     return res
 
-MultiSub.fit_features, MultiSub._cluster_embedding = _fit_features, _cluster_embedding
+MultiSub.fit_features, MultiSub._cluster_embedding, MultiSub._proxy_embeddings = (_fit_features, _cluster_embedding,
+                                                                                   _proxy_embeddings)
 
 
 # %% ../nbs/03a_multisub.ipynb #6186669d

@@ -15,7 +15,10 @@ Targets (issue 13): Multi-Sub >= zero-shot on at least 3 of the 4 concepts, abov
 at least .2 above its random-word control on every concept; the long schedule within .02 of the full one or better.
 
     OMP_NUM_THREADS=2 .venv/bin/python tests/benchmarks/bench_quality.py [--seeds 0,1,2] [--concepts ...]
-        [--methods ...] [--threads 2] [--out results/bench_quality.csv]
+        [--methods ...] [--threads 2] [--out results/bench_quality.csv] [--set intra=plain --set basis=text]
+
+`--set name=value` (repeatable; value parsed as JSON when it can be) passes an option to every Multi-Sub method,
+e.g. `--set intra=plain` measures the plain-distance eq. 6 against the default squared one.
 
 Not collected by pytest (file name). Each finished row is printed as it comes; the last line is one JSON object:
 the mean NMI per method x concept, the targets and whether each holds, and the wall time.
@@ -34,7 +37,15 @@ def main():
     ap.add_argument('--methods', default=','.join(METHODS))
     ap.add_argument('--threads', type=int, default=int(os.environ.get('OMP_NUM_THREADS', 2)))
     ap.add_argument('--out', default='', help='also write the rows to this CSV')
+    ap.add_argument('--set', action='append', default=[], metavar='NAME=VALUE',
+                    help='an option for every Multi-Sub method (repeatable)')
     a = ap.parse_args()
+    opts = {}
+    for kv in a.set:
+        if '=' not in kv: raise SystemExit(f"--set needs NAME=VALUE, got {kv!r}")
+        k, v = kv.split('=', 1)
+        try: opts[k] = json.loads(v)
+        except json.JSONDecodeError: opts[k] = v
     import torch
     torch.set_num_threads(a.threads)
     import pandas as pd
@@ -55,14 +66,15 @@ def main():
             chosen = None
             for m in methods:
                 t = time.perf_counter()
-                if m.endswith('-quick'): r = run_method(m[:-len('-quick')], enc, ds, c, seed, feats=feats, quick=True)
+                kw = opts if m.startswith('multisub') else {}
+                if m.endswith('-quick'): r = run_method(m[:-len('-quick')], enc, ds, c, seed, feats=feats, quick=True, **kw)
                 elif m == 'multisub-long':
                     if chosen is None:
-                        chosen = run_method('multisub', enc, ds, c, seed, feats=feats).params['selection']['chosen']
+                        chosen = run_method('multisub', enc, ds, c, seed, feats=feats, **kw).params['selection']['chosen']
                     lr, wd = chosen['lr'], chosen['weight_decay']
                     r = run_method('multisub', enc, ds, c, seed, feats=feats, select=None, lr_latent=lr,
-                                   lr_proj1=lr * 1e-2, lr_proj2=lr * 1e-2, weight_decay=wd, **LONG)
-                else: r = run_method(m, enc, ds, c, seed, feats=feats)
+                                   lr_proj1=lr * 1e-2, lr_proj2=lr * 1e-2, weight_decay=wd, **{**LONG, **kw})
+                else: r = run_method(m, enc, ds, c, seed, feats=feats, **kw)
                 if m == 'multisub': chosen = r.params['selection']['chosen']
                 row = dict(method=m, concept=c, seed=seed, nmi=round(r.metrics['nmi'], 4), ri=round(r.metrics['ri'], 4),
                            seconds=round(time.perf_counter() - t, 1))
@@ -97,7 +109,7 @@ def main():
         if rq is not None: targets['quick_randwords_plus_.2_everywhere'] = {c: bool(q[c] >= rq[c] + .2) for c in concepts}
         if M('multisub-long') is not None:
             targets['long_within_.02'] = {c: bool(M('multisub-long')[c] >= ms[c] - .02) for c in concepts}
-    print(json.dumps(dict(bench='quality', dataset='synthetic', encoder='toyclip', seeds=seeds, threads=a.threads,
+    print(json.dumps(dict(bench='quality', dataset='synthetic', encoder='toyclip', seeds=seeds, threads=a.threads, options=opts,
                           mean_nmi={m: {c: round(float(v), 4) for c, v in mean.loc[m].items()} for m in mean.index},
                           targets=targets, wall_s=round(time.perf_counter() - t0, 1))))
 
