@@ -149,7 +149,8 @@ class MultiMaP:
     def __init__(self, encoder: Encoder, *, epochs: int = 50, lr: float = 0.005, alpha: float = 0.2, beta: float = 0.2,
                  gamma: float = 0.0, contrast: Sequence[str] = (), space: str = 'token', batch_size: int = 20,
                  lr_proj: float = 0.0, cluster_on: str = 'prompt+image', n_init: int = 10, text_path: str = 'fast',
-                 text_embeddings: bool = True, seed: int = 0, threads: int | None = None, progress: bool = False):
+                 text_embeddings: bool = True, seed: int = 0, threads: int | None = None, progress: bool = False,
+                 diagnostics: bool = True):
         if epochs < 0: raise ValueError(f"epochs must be >= 0, got {epochs}")
         if cluster_on not in self.CLUSTER_ON:
             raise ValueError(f"cluster_on must be one of {list(self.CLUSTER_ON)}, got {cluster_on!r}")
@@ -160,7 +161,7 @@ class MultiMaP:
         if isinstance(contrast, str): raise ValueError(f"contrast must be a list of concept words, got the string {contrast!r}")
         if gamma > 0 and not contrast: raise ValueError("gamma > 0 needs contrast=[...]: the concept words to keep the proxy away from")
         if contrast and gamma == 0: raise ValueError(f"contrast={list(contrast)} has no effect with gamma=0: set gamma > 0")
-        self.encoder, self.text_embeddings, self.progress = encoder, text_embeddings, progress
+        self.encoder, self.text_embeddings, self.progress, self.diagnostics = encoder, text_embeddings, progress, diagnostics
         self.params = dict(epochs=epochs, lr=lr, alpha=alpha, beta=beta, gamma=gamma, contrast=list(contrast),
                            space=space, batch_size=batch_size, lr_proj=lr_proj, cluster_on=cluster_on, n_init=n_init,
                            text_path=text_path, seed=seed, threads=threads)
@@ -226,6 +227,30 @@ MultiMaP.prepare, MultiMaP.loss_terms = _prepare, _loss_terms
 def _embed(path, W, bs):
     return torch.cat([path(W[i:i + bs]) for i in range(0, len(W), bs)])
 
+@torch.no_grad()
+def _nearest_word(self: MultiMaP, st: MapState, W: torch.Tensor) -> torch.Tensor:
+    "Each proxy's nearest reference word, in the space the reference term compares them (at the start: the zero-shot word)."
+    if self.space == 'token': return torch.cdist(W, st.Tw).argmin(-1)
+    return (F.normalize(_embed(st.star, W, 256), dim=-1) @ st.Tw.T).argmax(-1)
+
+@torch.no_grad()
+def _diagnose_map(self: MultiMaP, st: MapState, sub, W0, theta0, prev_y, true, k: int) -> tuple[dict, torch.Tensor]:
+    "One epoch's diagnostics on the images `sub` (`multiclust.dynamics.epoch_diagnostics`) and the nearest words."
+    from multiclust.dynamics import epoch_diagnostics
+    W = st.W.detach()[sub]
+    parts = {'image': F.normalize(st.proj(st.feats[sub]), dim=-1) if self.lr_proj > 0 else st.V0[sub],
+             'prompt_text': _embed(st.path, W, 256), 'proxy_token': W}
+    if 'proxy_text' in self.CLUSTER_ON[self.cluster_on]: parts['proxy_text'] = _embed(st.star, W, 256)
+    y = self._nearest_word(st, W)
+    row = epoch_diagnostics({'image': parts['image'], 'prompt': parts['prompt_text']}, y, prev_y,
+                            drifts={'proxy_dist': ([st.W], [W0]), 'proj_dist': (list(st.proj.parameters()), theta0)},
+                            aligned=(parts['image'], parts['prompt_text']), true=None if true is None else true[sub.numpy()],
+                            clustered=joint_embedding(*(parts[q] for q in self.CLUSTER_ON[self.cluster_on])),
+                            k=min(k, len(sub)), seed=self.seed)
+    return row, y
+
+MultiMaP._nearest_word, MultiMaP._diagnose = _nearest_word, _diagnose_map
+
 def _fit_features_map(self: MultiMaP, feats, template: str, words: Sequence[str], k: int, true_labels=None,
                       dataset: str = '', concept: str = '', word_source: str = 'user') -> ClusterResult:
     "Multi-MaP on precomputed frozen features `(N, feature_dim)`; `concept` is also the concept word (alpha term)."
@@ -242,6 +267,10 @@ def _fit_features_map(self: MultiMaP, feats, template: str, words: Sequence[str]
         if self.lr_proj > 0: groups.append({'params': list(st.proj.parameters()), 'lr': self.lr_proj})
         opt = torch.optim.Adagrad(groups)
         hist, status, message = [], 'ok', ''
+        if self.diagnostics:                              # per-epoch label-free diagnostics on <= 2000 seeded images
+            from multiclust.dynamics import diagnostic_subset
+            sub = diagnostic_subset(N, self.seed)
+            W0, theta0, prev_y = st.W.detach().clone(), [p.detach().clone() for p in st.proj.parameters()], st.zs[sub]
         from tqdm.auto import tqdm
         for ep in tqdm(range(self.epochs), desc=f"multi-map {dataset}/{concept}", disable=not self.progress, leave=False):
             tot, snap = {}, (st.W.detach().clone(), copy.deepcopy(st.proj.state_dict()))
@@ -262,7 +291,10 @@ def _fit_features_map(self: MultiMaP, feats, template: str, words: Sequence[str]
                 message = f"stopped: {message}; kept the parameters from the end of the last finished epoch"
                 hist.append(dict(epoch=ep, event='nonfinite'))
                 break
-            hist.append(dict(epoch=ep, **{n: v / N for n, v in tot.items()}))
+            hist.append(h := dict(epoch=ep, **{n: v / N for n, v in tot.items()}))
+            if self.diagnostics:
+                row, prev_y = self._diagnose(st, sub, W0, theta0, prev_y, true, k)
+                h.update(row)
         with torch.no_grad():
             W = st.W.detach()
             emb = {'proxy_token': W, 'image': F.normalize(st.proj(st.feats), dim=-1), 'zeroshot_labels': st.zs,

@@ -230,17 +230,22 @@ class MultiDProxy:
                  lr: float = 1e-3, lr_proxy: float = 1e-3, batch_size: int = 256, tau_alpha: float = 0.01,
                  tau: float = 0.5, tau_c: float = 0.1, hard_negatives: int = 4, heads: int = 4, layers: int = 1,
                  gate_bias: float = -2.0, score: str = 'mean', n_init: int = 10, eval_rounds: bool = True,
-                 seed: int = 0, threads: int | None = None, progress: bool = False):
+                 seed: int = 0, threads: int | None = None, progress: bool = False, diagnostics: bool = True,
+                 keep_best: bool = False, patience: int | None = None, tol: float = 0.0):
         if epochs < 0: raise ValueError(f"epochs must be >= 0, got {epochs}")
         if prune_every < 1: raise ValueError(f"prune_every (R) must be >= 1 epoch, got {prune_every}")
         if M is not None and M < 2: raise ValueError(f"M (final number of candidates) must be >= 2, got {M}")
         if score not in ('mean', 'max'): raise ValueError(f"score must be 'mean' or 'max', got {score!r}")
         if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
+            raise ValueError(f"patience must be None or an integer >= 1, got {patience!r}")
+        if not 0 <= tol < 1: raise ValueError(f"tol must be in [0, 1) (a fraction of the images), got {tol}")
         self.encoder = encoder
         self.params = dict(epochs=epochs, prune_every=prune_every, M=M, lr=lr, lr_proxy=lr_proxy, batch_size=batch_size,
                            tau_alpha=tau_alpha, tau=tau, tau_c=tau_c, hard_negatives=hard_negatives, heads=heads,
-                           layers=layers, gate_bias=gate_bias, score=score, n_init=n_init, seed=seed, threads=threads)
-        self.eval_rounds, self.progress = eval_rounds, progress
+                           layers=layers, gate_bias=gate_bias, score=score, n_init=n_init, seed=seed, threads=threads,
+                           keep_best=keep_best, patience=patience, tol=tol)
+        self.eval_rounds, self.progress, self.diagnostics = eval_rounds, progress, diagnostics
         for k, v in self.params.items(): setattr(self, k, v)
 
 # %% ../nbs/04_dynamic_proxies.ipynb #9716a919
@@ -260,6 +265,18 @@ def _prune_round(self: MultiDProxy, model: DProxyModel, M: int, words: list[str]
                 prop1_candidate_change=p1['candidate_change'], removed_mass_mean=float(p1['mass'].mean()),
                 removed_mass_max=float(p1['mass'].max()), shift_mean=float(p1['shift'].mean()),
                 shift_max=float(p1['shift'].max()))
+
+@torch.no_grad()
+def _diagnose_dproxy(model: DProxyModel, sub, q0, fusion0, prev_y, true, k: int, seed: int) -> tuple[dict, torch.Tensor]:
+    "One epoch's diagnostics on the images `sub` (`multiclust.dynamics.epoch_diagnostics`); pseudo-labels as candidate ids."
+    from multiclust.dynamics import epoch_diagnostics
+    o = model(sub)
+    y = torch.as_tensor(model.proxies.active)[o['a'].argmax(1)]      # ids into the full list: pruning does not renumber
+    row = epoch_diagnostics({'fused': o['f'], 'proxy': o['w']}, y, prev_y, weights=o['a'],
+                            drifts={'proxy_dist': ([model.proxies.q], [q0]), 'fusion_dist': (list(model.fusion.parameters()), fusion0)},
+                            aligned=(o['v'], o['w']), true=None if true is None else true[sub.numpy()], clustered=o['f'],
+                            k=min(k, len(sub)), seed=seed)
+    return row, y
 
 def _fit_features(self: MultiDProxy, feats, template: str, candidates: Sequence[str], k: int, true_labels=None,
                   dataset: str = '', concept: str = '', word_source: str = 'user', M: int | None = None) -> ClusterResult:
@@ -294,6 +311,12 @@ def _fit_features(self: MultiDProxy, feats, template: str, candidates: Sequence[
         opt = torch.optim.Adam([{'params': [model.proxies.q], 'lr': self.lr_proxy},
                                 {'params': model.fusion.parameters(), 'lr': self.lr}])
         hist, status, message = [], 'ok', ''
+        watch = self.diagnostics or self.keep_best or self.patience is not None
+        if watch:                                          # per-epoch label-free diagnostics on <= 2000 seeded images
+            from multiclust.dynamics import diagnostic_subset
+            sub, prev_y = diagnostic_subset(N, self.seed), None
+            q0, fusion0 = model.proxies.q.detach().clone(), [p.detach().clone() for p in model.fusion.parameters()]
+            best, stale, still = [math.inf, None, None, -1], 0, 0     # (relative loss, state, active set, epoch)
         from tqdm.auto import tqdm
         t = 0
         for t in tqdm(range(self.epochs), desc=f"multi-dproxy {dataset}/{concept}", disable=not self.progress, leave=False):
@@ -328,6 +351,14 @@ def _fit_features(self: MultiDProxy, feats, template: str, candidates: Sequence[
                              alpha_t=alpha_schedule(t, self.epochs), beta_t=beta_schedule(t, self.epochs),
                              lam=lam_sum / N, gate_v=gv_sum / N, gate_t=gt_sum / N,
                              n_candidates=len(model.proxies.active)))
+            if watch:
+                row, prev_y = _diagnose_dproxy(model, sub, q0, fusion0, prev_y, true if self.diagnostics else None, k, self.seed)
+                if self.diagnostics: hist[-1].update(row)
+                if row['relative_loss'] < best[0] * (1 - 1e-3):     # keep-best and early stop: the label-free score
+                    best[:] = [row['relative_loss'], copy.deepcopy(model.state_dict()), list(model.proxies.active), t]
+                    stale = 0
+                else: stale += 1
+                still = still + 1 if t and row['changed'] <= self.tol * len(sub) else 0
             if rounds and (t + 1) % self.prune_every == 0:
                 if len(model.proxies.active) > M:
                     row = _prune_round(self, model, M, words, t)
@@ -335,6 +366,13 @@ def _fit_features(self: MultiDProxy, feats, template: str, candidates: Sequence[
                         emb = model.embed()
                         row.update(_metrics(true, kmeans(emb['f'], k, self.seed, min(self.n_init, 3))))
                     hist.append(row)
+            if self.patience is not None and (stale >= self.patience or still >= self.patience):
+                hist.append(dict(epoch=t, event='early stop', reason='pseudo-labels settled' if still >= self.patience
+                                 else f'relative loss not improved for {self.patience} epochs'))
+                break
+        if self.keep_best and status == 'ok' and best[1] is not None:   # the state with the lowest relative loss
+            model.load_state_dict(best[1]); model.proxies.active = best[2]
+            hist.append(dict(epoch=best[3], event='restored', relative_loss=best[0], n_candidates=len(best[2])))
         emb = model.embed()
         labels = kmeans(emb['f'], k, self.seed, self.n_init)
         pseudo = emb['a'].argmax(1)
@@ -353,6 +391,7 @@ def _fit_features(self: MultiDProxy, feats, template: str, candidates: Sequence[
     return res
 
 MultiDProxy.fit_features = _fit_features
+MultiDProxy.PROTOCOL = dict(keep_best=True, patience=5)    # the label-free fix of chapter 03c; the registry's full mode
 
 # %% ../nbs/04_dynamic_proxies.ipynb #17b7f037
 def _fit(self: MultiDProxy, dataset, concept: str, k: int | None = None, candidates: Sequence[str] | None = None,

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['PANELS', 'history_frame', 'plot_dynamics']
+__all__ = ['PANELS', 'MAP_PANELS', 'DPROXY_PANELS', 'DIAGNOSTIC_ROWS', 'history_frame', 'plot_dynamics', 'diagnostic_subset',
+           'relative_drift', 'epoch_diagnostics']
 
 # %% ../nbs/03c_training_dynamics.ipynb #3fc85cd4
 PANELS = [('loss', 'loss (eq. 5 in I, eq. 8 in II)'), ('relative_loss', 'relative loss (the selection score)'),
@@ -18,31 +19,94 @@ PANELS = [('loss', 'loss (eq. 5 in I, eq. 8 in II)'), ('relative_loss', 'relativ
           ('image_spread', 'image spread'), ('image_erank', 'image effective rank'),
           ('proj_dist', 'projection drift |g - g0| / |g0|'), ('pseudo_nmi', 'pseudo-label NMI (diagnostic only)')]
 
+_LABEL = dict(PANELS)
+MAP_PANELS = [('loss', 'loss (alignment + constraints)'), ('relative_loss', 'relative loss (image vs its prompt)'),
+              ('n_pseudo_clusters', 'distinct nearest reference words'), ('changed', 'proxies whose nearest word moved'),
+              ('prompt_spread', 'prompt-embedding spread'), ('proxy_dist', 'proxy drift |W - W0| / |W0|'),
+              ('pseudo_nmi', 'nearest-word NMI (diagnostic only)'), ('cluster_nmi', 'k-means NMI (diagnostic only)')]
+DPROXY_PANELS = [('loss', 'loss (L_a + alpha L_u + beta L_c)'), ('relative_loss', 'relative loss (images vs proxies)'),
+                 ('entropy', 'attention entropy'), ('n_pseudo_clusters', 'pseudo-clusters (argmax attention)'),
+                 ('fused_spread', 'fused-feature spread'), ('fused_erank', 'fused-feature effective rank'),
+                 ('proxy_dist', "query drift |w' - w'0| / |w'0|"), ('fusion_dist', 'fusion drift |theta - theta0| / |theta0|'),
+                 ('lam', 'lambda (text share of the fusion)'), ('n_candidates', 'candidate words'),
+                 ('pseudo_nmi', _LABEL['pseudo_nmi']), ('cluster_nmi', 'k-means NMI (diagnostic only)')]
+
 def history_frame(history: list[dict]) -> pd.DataFrame:
-    "The per-epoch rows (phases I and II) of a fit's `history`, numbered by `step` across rounds and phases."
-    rows = [h for h in history if h.get('phase') in ('I', 'II') and 'event' not in h]
+    """The per-epoch rows of a fit's `history`, numbered by `step` across rounds and phases: Multi-Sub's phase 'I'/'II'
+    rows, Multi-MaP's epoch rows and Multi-DProxy's `event='epoch'` rows (not round summaries, prunes or other events)."""
+    rows = [h for h in history if 'epoch' in h and h.get('phase') in (None, 'I', 'II') and h.get('event', 'epoch') == 'epoch']
     df = pd.DataFrame(rows)
-    if df.empty: raise ValueError("history has no per-epoch rows (phase 'I' or 'II'): was the fit run with epochs > 0?")
+    if df.empty: raise ValueError("history has no per-epoch rows: was the fit run with epochs > 0?")
     df['step'] = np.arange(1, len(df) + 1)
     return df
 
 def plot_dynamics(runs: dict, title: str = '', panels=PANELS):
-    "One line per run (`{name: history}`) in each panel of `panels` per epoch; Phase II epochs shaded. Returns the figure."
+    """One line per run (`{name: history}`) in each panel of `panels` per epoch; the first run's Phase II epochs shaded
+    and its candidate prunings (Multi-DProxy) dotted; every second run dashed, so that a longer run drawn over a
+    shorter one with the same start leaves it visible. Returns the figure."""
     from multiclust.report import _plt
     plt = _plt()
     frames = {n: history_frame(h) for n, h in runs.items()}
+    first_hist, first = next(iter(runs.values())), next(iter(frames.values()))
+    phased = 'phase' in first and (first['phase'] == 'II').any()
+    prunes = [float(first.loc[first['epoch'] == h['epoch'], 'step'].iloc[-1]) + .5 for h in first_hist
+              if h.get('event') == 'prune' and (first['epoch'] == h['epoch']).any()]
     cols = 4
     fig, axes = plt.subplots((len(panels) + cols - 1) // cols, cols, figsize=(4 * cols, 3 * ((len(panels) + cols - 1) // cols)))
     for ax, (key, label) in zip(np.ravel(axes), panels):
         for i, (name, df) in enumerate(frames.items()):
             if key not in df: continue
             d = df[['step', key]].dropna()
-            ax.plot(d['step'], d[key], 'o-' if key == 'relative_loss' else '-', ms=3, color=f'C{i}', label=name)
-            if i == 0:
+            sparse = len(d) < len(df) / 2                   # e.g. Multi-Sub's relative loss, once per phase: dots
+            ax.plot(d['step'], d[key], marker='o' if sparse else None, ms=3, color=f'C{i}', ls='--' if i % 2 else '-', label=name)
+            if i == 0 and phased:
                 for s in df.loc[df['phase'] == 'II', 'step']: ax.axvspan(s - .5, s + .5, color='0.9', lw=0)
-        ax.set_title(label, fontsize=9); ax.set_xlabel('epoch (Phase II shaded, first run)', fontsize=8)
+        for s in prunes: ax.axvline(s, color='0.6', ls=':', lw=1)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel('epoch' + (' (Phase II shaded, first run)' if phased else ' (prunings dotted, first run)' if prunes else ''),
+                      fontsize=8)
         if key in ('loss', 'relative_loss'): ax.set_yscale('log')
     np.ravel(axes)[0].legend(fontsize=7)
     if title: fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/03c_training_dynamics.ipynb #25350b04
+import math
+import torch
+from .multisub import spread, effective_rank, relative_alignment_loss
+
+DIAGNOSTIC_ROWS = 2000      # the per-epoch diagnostics read at most this many images
+
+def diagnostic_subset(n: int, seed: int = 0, size: int = DIAGNOSTIC_ROWS) -> torch.Tensor:
+    "The row indices the per-epoch diagnostics read: all `n` up to `size`, else a seeded random `size` of them, sorted."
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:size].sort().values
+
+def relative_drift(params, params0) -> float:
+    "$\\lVert\\theta-\\theta_0\\rVert / \\lVert\\theta_0\\rVert$ over two lists of tensors (0 when nothing moved)."
+    num = sum(float(((p.detach() - q) ** 2).sum()) for p, q in zip(params, params0))
+    den = sum(float((q ** 2).sum()) for q in params0)
+    return math.sqrt(num) / max(math.sqrt(den), 1e-30)
+
+@torch.no_grad()
+def epoch_diagnostics(embeddings: dict | None = None, y=None, prev_y=None, weights=None, drifts: dict | None = None,
+                      aligned=None, true=None, clustered=None, k: int | None = None, seed: int = 0) -> dict:
+    """One epoch's label-free diagnostics (see above) of the rows the caller passes; with `true` (the same rows' labels)
+    also `pseudo_nmi` of `y` and `cluster_nmi` of k-means on `clustered`, as diagnostics only."""
+    from multiclust.core import kmeans
+    from multiclust.metrics import nmi
+    row = {}
+    for name, X in (embeddings or {}).items(): row[f'{name}_spread'], row[f'{name}_erank'] = spread(X), effective_rank(X)
+    if weights is not None: row['entropy'] = float(-(weights * weights.clamp_min(1e-30).log()).sum(-1).mean())
+    if y is not None:
+        y = torch.as_tensor(y)
+        row['n_pseudo_clusters'] = int(len(y.unique()))
+        row['changed'] = len(y) if prev_y is None else int((y != torch.as_tensor(prev_y)).sum())
+    for name, (p, p0) in (drifts or {}).items(): row[name] = relative_drift(p, p0)
+    if aligned is not None: row['relative_loss'] = relative_alignment_loss(*aligned)
+    if true is not None:
+        true = np.asarray(true)
+        if y is not None: row['pseudo_nmi'] = nmi(true, y.numpy())
+        if clustered is not None: row['cluster_nmi'] = nmi(true, kmeans(clustered, k, seed, n_init=3))
+    return row
+

@@ -72,8 +72,8 @@ class Method:
         return {p: repr(v.default) for p, v in sig.parameters.items() if v.default is not inspect.Parameter.empty}
 
     def budgets(self, quick: bool) -> dict:
-        b = (self.quick(self.impl()) if callable(self.quick) else self.quick) if quick else self.full
-        return dict(b)
+        b = self.quick if quick else self.full
+        return dict(b(self.impl()) if callable(b) else b)
 
     def __repr__(self): return f"Method({self.name!r}: {self.doc})"
 
@@ -131,6 +131,10 @@ def _dproxy_quick(cls) -> dict:
     ok = inspect.signature(cls).parameters
     return {k: v for k, v in QUICK_GUESS.items() if k in ok}
 
+def _dproxy_full(cls) -> dict:
+    "Multi-DProxy's full budget: its defaults with its `PROTOCOL` (keep-best and early stop on the label-free score, chapter 03c)."
+    return dict(getattr(cls, 'PROTOCOL', {}))
+
 _fn = lambda f: (lambda: f)
 _QUICK_MS, _FULL_MS = MultiSub.QUICK, MultiSub.FULL        # the paper's protocol (chapter 03a): quick = converged
 
@@ -157,7 +161,7 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            'Multi-Sub with as many random WordNet nouns as reference words (control)',
            quick=_QUICK_MS, full=_FULL_MS, fixed=_FIT),
     Method('multidproxy', _multidproxy, _run_dproxy, 'candidates', 'Multi-DProxy: dynamic proxies (chapter 04)',
-           quick=_dproxy_quick, fixed=_FIT),
+           quick=_dproxy_quick, full=_dproxy_full, fixed=_FIT),
 ]}
 
 # %% ../nbs/03z_methods.ipynb #195ea803
