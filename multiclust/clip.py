@@ -308,11 +308,16 @@ def imagenet_classes() -> list[str]:
     return list(EfficientNet_B0_Weights.IMAGENET1K_V1.meta['categories'])
 
 class ConSEProjection(nn.Module):
-    """Pooled CNN features -> sentence space: ConSE with the ImageNet classifier trainable, plus a linear branch
-    that starts at zero (so at initialisation it is exactly ConSE)."""
-    def __init__(self, fc: nn.Linear, class_text: torch.Tensor, topk: int = 10, temperature: float = 1.0, chunk: int = 4096):
+    """Pooled CNN features -> sentence space: ConSE (the ImageNet classifier fixed unless `train_fc`) plus a linear
+    branch that starts at zero (so at initialisation it is exactly ConSE)."""
+    def __init__(self, fc: nn.Linear, class_text: torch.Tensor, topk: int = 10, temperature: float = 1.0, chunk: int = 4096,
+                 train_fc: bool = False):
         super().__init__()
-        self.fc = copy.deepcopy(fc)
+        self.train_fc = train_fc
+        if train_fc: self.fc = copy.deepcopy(fc)
+        else:                                  # buffers: a method that trains every parameter cannot move them
+            self.register_buffer('fc_weight', fc.weight.detach().clone())
+            self.register_buffer('fc_bias', None if fc.bias is None else fc.bias.detach().clone())
         self.register_buffer('class_text', class_text.detach().clone())
         self.topk, self.temperature, self.chunk = topk, temperature, chunk
         self.residual = nn.Linear(fc.in_features, class_text.shape[1], bias=False)
@@ -321,21 +326,25 @@ class ConSEProjection(nn.Module):
     @property
     def weight(self) -> torch.Tensor: return self.residual.weight     # what callers read dtype/device from
 
+    def logits(self, f: torch.Tensor) -> torch.Tensor:
+        return self.fc(f) if self.train_fc else F.linear(f, self.fc_weight, self.fc_bias)
+
     def conse(self, f: torch.Tensor) -> torch.Tensor:
-        p = (self.fc(f) / self.temperature).softmax(-1)
+        p = (self.logits(f) / self.temperature).softmax(-1)
         top, idx = p.topk(self.topk, dim=-1)
         w = torch.zeros_like(p).scatter_(1, idx, top / top.sum(-1, keepdim=True))
         return w @ self.class_text
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        if len(f) <= self.chunk: return self.conse(f) + self.residual(f)
+        "ConSE plus the linear branch on the L2-normalised features (so that one optimiser step moves it as little as a 384-d map)."
+        if len(f) <= self.chunk: return self.conse(f) + self.residual(F.normalize(f, dim=-1))
         return torch.cat([self(f[i:i + self.chunk]) for i in range(0, len(f), self.chunk)])   # bounded memory
 
 class OfflineEncoder(Encoder):
     "EfficientNet-lite0 (ImageNet) + all-MiniLM-L6-v2, joined by ConSE. Pretrained, offline, weaker than CLIP."
     name = 'offline'
     def __init__(self, topk: int = 10, temperature: float = 1.0, class_template: str = 'a photo of a {}.',
-                 image_size: int = 224, device: str = 'cpu', trunk: str = 'conse'):
+                 image_size: int = 224, device: str = 'cpu', trunk: str = 'conse', train_classifier: bool = False):
         if trunk not in ('cnn', 'conse'): raise ValueError(f"trunk must be 'cnn' (pooled CNN features) or 'conse', got {trunk!r}")
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
@@ -358,10 +367,12 @@ class OfflineEncoder(Encoder):
             self.register_buffer('class_text', F.normalize(self.encode_text([class_template.format(c) for c in self.classes]), dim=-1))
         if trunk == 'cnn':
             self.feature_dim = self.cnn._fc.in_features
-            self.image_projection = ConSEProjection(self.cnn._fc, self.class_text, topk, temperature)
+            self.image_projection = ConSEProjection(self.cnn._fc, self.class_text, topk, temperature,
+                                                    train_fc=train_classifier)
             self.trunk_desc = f'EfficientNet-lite0 up to its global average pool ({self.feature_dim}-d)'
-            self.projection_desc = (f'ConSE top-{topk} T={temperature:g} with the ImageNet classifier trainable, '
-                                    f'+ a zero-initialised {self.feature_dim}->{self.embed_dim} linear branch')
+            self.projection_desc = (f"ConSE top-{topk} T={temperature:g} with the ImageNet classifier "
+                                    f"{'trainable' if train_classifier else 'fixed'}, + a zero-initialised "
+                                    f"{self.feature_dim}->{self.embed_dim} linear branch (trainable)")
         else:
             self.feature_dim = self.embed_dim
             self.image_projection = nn.Linear(self.feature_dim, self.embed_dim, bias=False)

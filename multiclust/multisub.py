@@ -303,6 +303,7 @@ def _fit_features(self: MultiSub, feats, template: str, words: Sequence[str], k:
                 phase = 'II'
                 opt2 = _optimizer(self.optimizer, [{'params': proj.parameters(), 'lr': self.lr_proj2,
                                                     'weight_decay': wd_proj}], self.weight_decay)
+                ref2, stale2 = pbest[0], 0                           # Phase II stops by the same rule as Phase I
                 for epoch in range(self.phase2_epochs):
                     s = snap()
                     try: loss = phase2_epoch(W, proj, feats, y, opt2, self.batch_size, gen, self.lam, self.margin,
@@ -310,7 +311,12 @@ def _fit_features(self: MultiSub, feats, template: str, words: Sequence[str], k:
                     except NonFiniteLoss as e: restore(s); raise e
                     hist.append(h := dict(round=r, phase='II', epoch=epoch, loss=loss))
                     if self.diagnostics: after_epoch(h, y)
-                if self.phase2_epochs: score_state(hist[-1])
+                    if self.patience is None: continue
+                    h['relative_loss'] = rel = relative()
+                    if rel < ref2 * (1 - 1e-3): ref2, stale2 = rel, 0
+                    else: stale2 += 1
+                    if stale2 >= self.patience: break                 # no longer improving the label-free score
+                if self.phase2_epochs: score_state(hist[-1], hist[-1].get('relative_loss'))
         except NonFiniteLoss as e:
             status = 'nonfinite'
             message = (f"stopped: {e.what} became {e.value} in round {r}, phase {e.phase}, epoch {epoch} (batch {e.batch}); "
@@ -404,7 +410,7 @@ PROTOCOL = dict(optimizer='adam', lr_latent=5e-2, lr_proj1=5e-4, lr_proj2=5e-4, 
                 keep_best=True, patience=5, tol=0.01)
 MultiSub.QUICK = dict(PROTOCOL, rounds=2, phase1_epochs=20, phase2_epochs=5, n_init=3, eval_rounds=False,
                       text_embeddings=False, diagnostics=False)
-MultiSub.FULL = dict(PROTOCOL, select='loss', rounds=3, phase1_epochs=20, phase2_epochs=5, select_subset=1000, n_init=10)
+MultiSub.FULL = dict(PROTOCOL, select='loss', rounds=3, phase1_epochs=20, phase2_epochs=5, select_subset=300, n_init=10)
 
 
 # %% ../nbs/03a_multisub.ipynb #db66c58f

@@ -324,3 +324,32 @@ def test_protocol_options(enc, feats):
                      (dict(tol=1.0), 'tol'), (dict(proj_anchor=-1), 'proj_anchor'),
                      (dict(select='loss', grid=dict(beta=[.9])), 'grid must map')]:
         with pytest.raises(ValueError, match=msg): MultiSub(enc, **bad)
+
+
+def test_phase2_stops_by_the_relative_loss(enc, feats):
+    "Phase II measures the relative loss after each epoch and stops after `patience` epochs without a 0.1 % gain."
+    kw = {**MultiSub.QUICK, 'rounds': 1, 'phase1_epochs': 3, 'phase2_epochs': 40, 'batch_size': 16, 'patience': 2}
+    r = _ms(enc, **kw).fit_features(feats, TPL, WORDS, 3)
+    p2 = [h for h in r.history if h['phase'] == 'II']
+    assert all('relative_loss' in h for h in p2)
+    assert len(p2) < 40, len(p2)                                  # stopped early
+    rel = [h['relative_loss'] for h in p2]
+    ref = min([h['relative_loss'] for h in r.history if h['phase'] == 'I' and 'relative_loss' in h])
+    best = min(rel[:-2] + [ref])                                  # the last 2 epochs did not beat what came before
+    assert all(x >= best * (1 - 1e-3) for x in rel[-2:])
+    r0 = _ms(enc, **{**kw, 'patience': None}).fit_features(feats, TPL, WORDS, 3)
+    assert len([h for h in r0.history if h['phase'] == 'II']) == 40   # without patience: the whole budget
+
+
+@pytest.mark.parametrize('basis', ['text', 'prompt'])
+def test_bases_train_without_the_tower(enc, feats, basis):
+    "A text or prompt basis never runs the text tower in Phase I: its proxies are already text-space vectors."
+    calls = []
+    orig = enc.encode_tokens
+    enc.encode_tokens = lambda *a, **k: calls.append(1) or orig(*a, **k)
+    try:
+        r = _ms(enc, basis=basis, phase1_epochs=2).fit_features(feats, TPL, WORDS, 3)
+    finally:
+        del enc.encode_tokens
+    assert r.params['text_path_kind'] == f'direct ({basis} basis)'
+    assert len(calls) <= 2                                        # the two tables (text, prompt), once per fit

@@ -6,7 +6,7 @@ random-word control, all through `run_method` (as chapter 05 runs them), mean NM
 Also the k-means NMI on the raw trunk features (the chapter 00 argument) and extraction images/s per encoder.
 
     MULTICLUST_DATA=../shared/data OMP_NUM_THREADS=2 .venv/bin/python tests/benchmarks/bench_offline.py \\
-        [--datasets cmuface,cars,cards] [--seeds 0,1,2] [--quick] [--max-images 0]
+        [--datasets cmuface,cars,cards] [--seeds 0,1,2] [--quick] [--max-images 0] [--concepts identity,glass]
 
 Targets (issue 17): Multi-Sub >= k-means and >= its random-word control + .05 on every concept where zero-shot
 beats chance (NMI > .02 here), and no concept where the new encoder loses more than .02 NMI to the old one for any
@@ -22,6 +22,7 @@ def main():
     ap.add_argument('--datasets', default='cmuface,cars,cards')
     ap.add_argument('--seeds', default='0,1,2')
     ap.add_argument('--quick', action='store_true', help='quick budgets (default: full mode, as the library runs it)')
+    ap.add_argument('--concepts', default='', help='comma list of concepts (empty: every concept of each dataset)')
     ap.add_argument('--max-images', type=int, default=0, help='a seeded subset per dataset (0: all)')
     ap.add_argument('--threads', type=int, default=int(os.environ.get('OMP_NUM_THREADS', 2)))
     a = ap.parse_args()
@@ -44,7 +45,7 @@ def main():
             t = time.perf_counter(); feats = extract_features(enc, ds, progress=False); ext = time.perf_counter() - t
             print(f"{name} [{ename}]: features {tuple(feats.shape)} in {ext:.0f}s (from the cache when fast)", flush=True)
             X = torch.nn.functional.normalize(feats.float(), dim=1).numpy()
-            for c in ds.concepts:
+            for c in [c for c in ds.concepts if not a.concepts or c in a.concepts.split(',')]:
                 raw = evaluate(ds.label_ids(c), kmeans(X, ds.n_clusters(c), 0))['nmi']
                 rows.append(dict(dataset=name, concept=c, encoder=ename, method='kmeans-on-trunk', seed=0, nmi=raw))
                 for s in seeds:

@@ -37,6 +37,9 @@ def main():
     ap.add_argument('--methods', default=','.join(METHODS))
     ap.add_argument('--threads', type=int, default=int(os.environ.get('OMP_NUM_THREADS', 2)))
     ap.add_argument('--out', default='', help='also write the rows to this CSV')
+    ap.add_argument('--chosen-from', default='', metavar='LOG',
+                    help="multisub-long: take each (concept, seed)'s chosen lr / weight decay from the 'multisub' rows "
+                         "of an earlier run's output (its printed JSON lines) instead of selecting again")
     ap.add_argument('--set', action='append', default=[], metavar='NAME=VALUE',
                     help='an option for every Multi-Sub method (repeatable)')
     a = ap.parse_args()
@@ -60,10 +63,17 @@ def main():
     concepts, methods = a.concepts.split(','), a.methods.split(',')
     bad = [m for m in methods if m not in METHODS]
     if bad: raise SystemExit(f"unknown method(s) {bad}; choose from {METHODS}")
+    known = {}
+    if a.chosen_from:
+        for line in open(a.chosen_from):
+            if line.startswith('{"method": "multisub"'):
+                r = json.loads(line)
+                if r['method'] == 'multisub' and r.get('chosen') not in (None, 'null'):
+                    known[(r['concept'], r['seed'])] = json.loads(r['chosen'])
     rows = []
     for seed in seeds:
         for c in concepts:
-            chosen = None
+            chosen = known.get((c, seed))
             for m in methods:
                 t = time.perf_counter()
                 kw = opts if m.startswith('multisub') else {}

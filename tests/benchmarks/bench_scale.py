@@ -10,6 +10,12 @@ that peak RSS (`ru_maxrss`) belongs to that N alone.
 
     OMP_NUM_THREADS=2 .venv/bin/python tests/benchmarks/bench_scale.py [--ns 2000,10000,60000] [--threads 2]
         [--rounds 1 --phase1-epochs 1 --phase2-epochs 3 --batch-size 256 --n-init 10] [--sparse-proxies auto|true|false]
+        [--protocol]
+
+`--protocol` fits with the paper's protocol as the library's full mode runs its chosen configuration
+(`MultiSub.PROTOCOL`: Adam with weight decay, the projection anchored to its pretrained value, the relative loss
+after every Phase I epoch for `patience`/`keep_best`, per-epoch diagnostics) instead of the class defaults, and
+times Adam's steps apart: the Phase I step updates all N latent rows (dense), and its share of Phase I is printed.
 
 The default budget (1 round: 1 Phase I epoch, 3 Phase II epochs, k-means with 10 restarts; no per-round
 evaluation, no extra prompt/proxy text embeddings) is smaller than the library's default (3 rounds of 3 + 3
@@ -63,17 +69,26 @@ def child(a):
         msm.phase1_epoch = timed('phase1_epoch', msm.phase1_epoch)   # the module-level names fit_features calls
         msm.phase2_epoch = timed('phase2_epoch', msm.phase2_epoch)
         msm.kmeans = timed('kmeans', msm.kmeans)
+        timers.update(adam_step_phase1=[], adam_step_phase2=[])
+        adam_step = torch.optim.Adam.step
+        def step(opt, *args, **kw):                    # Adam's own work: Phase I's includes the (N, d) latent factors
+            t = time.perf_counter(); out = adam_step(opt, *args, **kw)
+            dense = any(p.shape[0] == n for g in opt.param_groups for p in g['params'] if p.ndim == 2)
+            timers['adam_step_phase1' if dense else 'adam_step_phase2'].append(time.perf_counter() - t); return out
+        torch.optim.Adam.step = step
+        proto = dict(msm.PROTOCOL, diagnostics=True) if a.protocol else {}
         t0 = time.perf_counter()
         feats = load_file(path)['features']
         ms = msm.MultiSub(enc, rounds=a.rounds, phase1_epochs=a.phase1_epochs, phase2_epochs=a.phase2_epochs,
                           batch_size=a.batch_size, n_init=a.n_init, text_embeddings=a.text_embeddings,
                           eval_rounds=a.eval_rounds, threads=a.threads, seed=0,
-                          sparse_proxies={'auto': 'auto', 'true': True, 'false': False}[a.sparse_proxies])
+                          sparse_proxies={'auto': 'auto', 'true': True, 'false': False}[a.sparse_proxies], **proto)
         res = ms.fit_features(feats, TEMPLATE, WORDS, 3, labels, 'random', 'color')
         wall = time.perf_counter() - t0
     print(json.dumps(dict(n=n, wall_s=wall, peak_rss_mb=rss_mb(), rss_after_import_mb=rss_import,
                           rss_after_setup_mb=rss_setup, status=res.status, text_path=res.params['text_path_kind'],
                           threads=res.params['threads_used'], proxy_update=res.params.get('proxy_update', 'dense'),
+                          optimizer=res.params['optimizer'], history=[h for h in res.history if h.get('phase') == 'round'],
                           timers=timers)), flush=True)
 
 
@@ -98,6 +113,8 @@ def main(argv=None):
     ap.add_argument('--sparse-proxies', default='auto', choices=['auto', 'true', 'false'],
                     help="Phase I latent-factor update: 'auto' (row-wise where exact), 'true' (row-wise), 'false' (dense)")
     ap.add_argument('--filehash', type=int, default=60000, help='also time the content-hashed cache key over N files (0: skip)')
+    ap.add_argument('--protocol', action='store_true', help="the paper's protocol (MultiSub.PROTOCOL: Adam, anchor, "
+                    "patience, keep_best) instead of the class defaults; Adam's steps timed apart")
     ap.add_argument('--child', type=int, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child: return child(a)
@@ -111,12 +128,12 @@ def main(argv=None):
           f"features: cached random N x 768 float32", flush=True)
     print(f"budget: rounds={a.rounds} phase1_epochs={a.phase1_epochs} phase2_epochs={a.phase2_epochs} "
           f"batch_size={a.batch_size} n_init={a.n_init} text_embeddings={a.text_embeddings} eval_rounds={a.eval_rounds} "
-          f"sparse_proxies={a.sparse_proxies}",
+          f"sparse_proxies={a.sparse_proxies} protocol={a.protocol}",
           flush=True)
     fwd = [f'--{k}={v}' for k, v in (('threads', a.threads), ('rounds', a.rounds), ('phase1-epochs', a.phase1_epochs),
                                       ('phase2-epochs', a.phase2_epochs), ('batch-size', a.batch_size), ('n-init', a.n_init),
                                       ('sparse-proxies', a.sparse_proxies))]
-    fwd += ['--text-embeddings'] * a.text_embeddings + ['--eval-rounds'] * a.eval_rounds
+    fwd += ['--text-embeddings'] * a.text_embeddings + ['--eval-rounds'] * a.eval_rounds + ['--protocol'] * a.protocol
     env = {**os.environ, 'OMP_NUM_THREADS': str(a.threads), 'MKL_NUM_THREADS': str(a.threads)}
     out = []
     for n in ns:
@@ -131,7 +148,12 @@ def main(argv=None):
               f"peak {r['peak_rss_mb']:.0f} MB; status={r['status']}, text path={r['text_path']}", flush=True)
         steps = len(t['phase1_epoch']) * -(-n // a.batch_size)                 # Phase I optimiser steps
         print(f"    Phase I step: {1000 * p1 / max(1, steps):.1f} ms ({steps} steps of batch {a.batch_size}, "
-              f"proxy update={r['proxy_update']})", flush=True)
+              f"proxy update={r['proxy_update']}, optimizer={r['optimizer']})", flush=True)
+        if t['adam_step_phase1']:
+            s1 = sum(t['adam_step_phase1'])
+            print(f"    Adam's dense Phase I steps: {s1:.1f} s = {100 * s1 / max(p1, 1e-9):.1f} % of Phase I, "
+                  f"{100 * s1 / r['wall_s']:.1f} % of the fit ({1000 * s1 / len(t['adam_step_phase1']):.1f} ms per step); "
+                  f"rounds: {[(h['round'], h.get('phase1_epochs_run'), h.get('changed')) for h in r['history']]}", flush=True)
     xs, ys = [r['n'] for r in out], [r['wall_s'] for r in out]
     if len(out) >= 2:
         a0, b = lsq(xs, ys)
