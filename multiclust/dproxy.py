@@ -379,7 +379,7 @@ def _fit_features(self: MultiDProxy, feats, template: str, candidates: Sequence[
     kept = [words[i] for i in model.proxies.active]
     embeddings = dict(fused=emb['f'].numpy(), proxy=emb['w'].numpy(), alpha=emb['a'].numpy(), lam=emb['lam'].numpy(),
                       image=model.v.numpy(), candidates=model.proxies.C.numpy(), pseudo_labels=pseudo.numpy())
-    params = {**self.params, 'M': M, 'template': template, 'n_candidates_start': n0, 'candidates_capped': capped,
+    params = {**self.params, 'M': M, 'template': template, 'n_candidates_start': n0, 'n_candidates_final': len(kept), 'candidates_capped': capped,
               'prune_rounds': rounds, 'kept_words': kept, 'n_images': N, 'threads_used': nthreads}
     res = ClusterResult(self.method, dataset, concept, k, self.seed, labels, embeddings, hist, enc.describe(),
                         list(words), word_source, 0.0, None, params, status, message)

@@ -83,10 +83,10 @@ def diagnostic_subset(n: int, seed: int = 0, size: int = DIAGNOSTIC_ROWS) -> tor
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:size].sort().values
 
 def relative_drift(params, params0) -> float:
-    "$\\lVert\\theta-\\theta_0\\rVert / \\lVert\\theta_0\\rVert$ over two lists of tensors (0 when nothing moved)."
+    "$\\lVert\\theta-\\theta_0\\rVert / \\lVert\\theta_0\\rVert$ over two lists of tensors (0 when nothing moved; the absolute $\\lVert\\theta-\\theta_0\\rVert$ when $\\theta_0=0$, e.g. a zero-initialised branch)."
     num = sum(float(((p.detach() - q) ** 2).sum()) for p, q in zip(params, params0))
     den = sum(float((q ** 2).sum()) for q in params0)
-    return math.sqrt(num) / max(math.sqrt(den), 1e-30)
+    return math.sqrt(num) / math.sqrt(den) if den > 0 else math.sqrt(num)
 
 @torch.no_grad()
 def epoch_diagnostics(embeddings: dict | None = None, y=None, prev_y=None, weights=None, drifts: dict | None = None,

@@ -196,14 +196,10 @@ def _proxy_embeddings(self: MultiSub, px, path, Z, tables: dict, need=('proxy_te
 
 @torch.no_grad()
 def _diagnose(px, proj, feats, theta0, y, prev_y, sub) -> dict:
-    "Per-epoch training diagnostics (label-free): proxy weight entropy, pseudo-clusters, spreads, projection drift."
-    a = px.weights()
-    V = proj(feats[sub])
-    drift = math.sqrt(sum(float(((p - q) ** 2).sum()) for p, q in zip(proj.parameters(), theta0)))
-    return dict(entropy=float(-(a * a.clamp_min(1e-30).log()).sum(-1).mean()), n_pseudo_clusters=int(len(y.unique())),
-                changed=len(y) if prev_y is None else int((y != prev_y).sum()), image_spread=spread(V),
-                image_erank=effective_rank(V), token_spread=spread(px(sub)),
-                proj_dist=drift / max(math.sqrt(sum(float((q ** 2).sum()) for q in theta0)), 1e-30))
+    "Per-epoch training diagnostics (label-free), through chapter 03c's `epoch_diagnostics`: proxy weight entropy, pseudo-clusters, spreads, projection drift."
+    from multiclust.dynamics import epoch_diagnostics           # 03c builds on this module: imported when used
+    return epoch_diagnostics({'image': proj(feats[sub]), 'token': px(sub)}, y, prev_y, weights=px.weights(),
+                             drifts={'proj_dist': (list(proj.parameters()), theta0)})
 
 def _fit_features(self: MultiSub, feats, template: str, words: Sequence[str], k: int, true_labels=None,
                   dataset: str = '', concept: str = '', word_source: str = 'user') -> ClusterResult:
@@ -233,7 +229,8 @@ def _fit_features(self: MultiSub, feats, template: str, words: Sequence[str], k:
             for p, q in zip(proj.parameters(), theta0):
                 p.register_hook(lambda g, p=p, q=q: g + self.proj_anchor * (p.detach() - q))
         wd_proj = 0.0 if self.proj_anchor > 0 else self.weight_decay
-        sub = torch.randperm(N, generator=torch.Generator().manual_seed(self.seed))[:2000].sort().values
+        from multiclust.dynamics import diagnostic_subset
+        sub = diagnostic_subset(N, self.seed)                     # the rows the diagnostics and the spread read
         with torch.no_grad(): spread0 = spread(proj(feats[sub]))
         px = Proxies(B, N, latent=self.latent, init_std=self.init_std, generator=gen)
         rowwise = _rowwise(self.sparse_proxies, self.optimizer, self.weight_decay, self.lr_latent)
@@ -304,6 +301,7 @@ def _fit_features(self: MultiSub, feats, template: str, words: Sequence[str], k:
                 opt2 = _optimizer(self.optimizer, [{'params': proj.parameters(), 'lr': self.lr_proj2,
                                                     'weight_decay': wd_proj}], self.weight_decay)
                 ref2, stale2 = pbest[0], 0                           # Phase II stops by the same rule as Phase I
+                T2 = _embed_all(path, W, self.batch_size) if self.patience is not None and self.phase2_epochs else None
                 for epoch in range(self.phase2_epochs):
                     s = snap()
                     try: loss = phase2_epoch(W, proj, feats, y, opt2, self.batch_size, gen, self.lam, self.margin,
@@ -312,7 +310,7 @@ def _fit_features(self: MultiSub, feats, template: str, words: Sequence[str], k:
                     hist.append(h := dict(round=r, phase='II', epoch=epoch, loss=loss))
                     if self.diagnostics: after_epoch(h, y)
                     if self.patience is None: continue
-                    h['relative_loss'] = rel = relative()
+                    with torch.no_grad(): h['relative_loss'] = rel = relative_alignment_loss(proj(feats), T2)
                     if rel < ref2 * (1 - 1e-3): ref2, stale2 = rel, 0
                     else: stale2 += 1
                     if stale2 >= self.patience: break                 # no longer improving the label-free score
@@ -410,7 +408,7 @@ PROTOCOL = dict(optimizer='adam', lr_latent=5e-2, lr_proj1=5e-4, lr_proj2=5e-4, 
                 keep_best=True, patience=5, tol=0.01)
 MultiSub.QUICK = dict(PROTOCOL, rounds=2, phase1_epochs=20, phase2_epochs=5, n_init=3, eval_rounds=False,
                       text_embeddings=False, diagnostics=False)
-MultiSub.FULL = dict(PROTOCOL, select='loss', rounds=3, phase1_epochs=20, phase2_epochs=5, select_subset=300, n_init=10)
+MultiSub.FULL = dict(PROTOCOL, select='loss', rounds=3, phase1_epochs=20, phase2_epochs=5, select_subset=400, n_init=10)
 
 
 # %% ../nbs/03a_multisub.ipynb #db66c58f

@@ -341,15 +341,18 @@ def test_phase2_stops_by_the_relative_loss(enc, feats):
     assert len([h for h in r0.history if h['phase'] == 'II']) == 40   # without patience: the whole budget
 
 
-@pytest.mark.parametrize('basis', ['text', 'prompt'])
+@pytest.mark.parametrize('basis', ['token', 'text', 'prompt'])
 def test_bases_train_without_the_tower(enc, feats, basis):
-    "A text or prompt basis never runs the text tower in Phase I: its proxies are already text-space vectors."
+    "A text or prompt basis never runs the text tower in Phase I (its proxies are text-space vectors); the token basis does."
     calls = []
     orig = enc.encode_tokens
     enc.encode_tokens = lambda *a, **k: calls.append(1) or orig(*a, **k)
     try:
-        r = _ms(enc, basis=basis, phase1_epochs=2).fit_features(feats, TPL, WORDS, 3)
+        r = _ms(enc, basis=basis, phase1_epochs=2, text_path='plain', text_embeddings=False).fit_features(feats, TPL, WORDS, 3)
     finally:
         del enc.encode_tokens
-    assert r.params['text_path_kind'] == f'direct ({basis} basis)'
-    assert len(calls) <= 2                                        # the two tables (text, prompt), once per fit
+    if basis == 'token':
+        assert r.params['text_path_kind'] == 'plain' and len(calls) > 4     # the plain path: the tower every batch
+    else:
+        assert r.params['text_path_kind'] == f'direct ({basis} basis)'
+        assert len(calls) <= 2                                    # the two tables (text, prompt), once per fit
