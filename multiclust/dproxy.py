@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from .clip import Encoder, PromptError
 from .proxy import NonFiniteLoss, alignment_loss, batches, check_template
 from .core import ClusterResult, check_k, check_features, kmeans, resolve_task, _metrics, _threads
+from .multisub import MIN_GAIN          # the same 'no longer improving' threshold as Multi-Sub's
 
 # %% auto #0
 __all__ = ['candidate_embeddings', 'CandidateProxies', 'CrossAttention', 'GatedCrossModalFusion', 'alpha_schedule',
@@ -354,7 +355,7 @@ def _fit_features(self: MultiDProxy, feats, template: str, candidates: Sequence[
             if watch:
                 row, prev_y = _diagnose_dproxy(model, sub, q0, fusion0, prev_y, true if self.diagnostics else None, k, self.seed)
                 if self.diagnostics: hist[-1].update(row)
-                if row['relative_loss'] < best[0] * (1 - 1e-3):     # keep-best and early stop: the label-free score
+                if row['relative_loss'] < best[0] * (1 - MIN_GAIN):     # keep-best and early stop: the label-free score
                     best[:] = [row['relative_loss'], copy.deepcopy(model.state_dict()), list(model.proxies.active), t]
                     stale = 0
                 else: stale += 1

@@ -17,9 +17,9 @@ from .losses import pseudo_labels, joint_embedding, phase2_epoch, INTRA
 from .core import ClusterResult, check_k, check_features, kmeans, resolve_task, _metrics, _threads
 
 # %% auto #0
-__all__ = ['PAPER_GRID', 'BASES', 'COLLAPSE_SPREAD', 'SUBSPACE_CLUSTERINGS', 'PROTOCOL', 'MultiSub', 'spread', 'effective_rank',
-           'balanced_embedding', 'relative_alignment_loss', 'is_collapsed', 'cluster_embedding', 'subspace_clusterings',
-           'basis_embeddings', 'DirectPath', 'choose_candidate']
+__all__ = ['PAPER_GRID', 'BASES', 'COLLAPSE_SPREAD', 'MIN_GAIN', 'SUBSPACE_CLUSTERINGS', 'PROTOCOL', 'MultiSub', 'spread',
+           'effective_rank', 'balanced_embedding', 'relative_alignment_loss', 'is_collapsed', 'cluster_embedding',
+           'subspace_clusterings', 'basis_embeddings', 'DirectPath', 'choose_candidate']
 
 # %% ../nbs/03a_multisub.ipynb #83662a41
 def _rowwise(sparse_proxies, optimizer: str, weight_decay: float, lr_latent: float) -> bool:
@@ -92,6 +92,7 @@ class MultiSub:
 # %% ../nbs/03a_multisub.ipynb #3ea68965
 import torch.nn.functional as F
 COLLAPSE_SPREAD = 0.05     # a fit whose image spread fell below this fraction of the pretrained spread has collapsed
+MIN_GAIN = 1e-3            # a relative-loss gain below this fraction does not count (patience, keep-best)
 
 def spread(X) -> float:
     "Mean squared distance of the L2-normalised rows of `X` to their centroid: 0 when all rows point the same way."
@@ -274,7 +275,7 @@ def _fit_features(self: MultiSub, feats, template: str, words: Sequence[str], k:
                     still = still + 1 if y_ep is not None and int((y_new != y_ep).sum()) <= self.tol * N else 0
                     y_ep = y_new
                     h['relative_loss'] = rel = relative()                # Phase I's own stopping signal
-                    if rel < pbest[0] * (1 - 1e-3): pbest[:] = [rel, snap(), epoch]; stale = 0
+                    if rel < pbest[0] * (1 - MIN_GAIN): pbest[:] = [rel, snap(), epoch]; stale = 0
                     else: stale += 1
                     if still >= self.patience or stale >= self.patience: break   # settled, or no longer improving
                 if pbest[1] is not None and self.keep_best:                  # end Phase I at its best epoch
@@ -311,7 +312,7 @@ def _fit_features(self: MultiSub, feats, template: str, words: Sequence[str], k:
                     if self.diagnostics: after_epoch(h, y)
                     if self.patience is None: continue
                     with torch.no_grad(): h['relative_loss'] = rel = relative_alignment_loss(proj(feats), T2)
-                    if rel < ref2 * (1 - 1e-3): ref2, stale2 = rel, 0
+                    if rel < ref2 * (1 - MIN_GAIN): ref2, stale2 = rel, 0
                     else: stale2 += 1
                     if stale2 >= self.patience: break                 # no longer improving the label-free score
                 if self.phase2_epochs: score_state(hist[-1], hist[-1].get('relative_loss'))
