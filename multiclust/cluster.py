@@ -124,7 +124,7 @@ def _clustered(res: ClusterResult, name: str) -> np.ndarray | None:
     return {'kmeans': e.get('image'), 'text-anchored': e.get('anchored')}.get(name)
 
 def _run(name: str, encoder, feats, template, words: list[str], word_source: str, k: int, seed: int, quick: bool,
-         dataset: str, concept: str, overrides: dict) -> ClusterResult:
+         dataset: str, concept: str, overrides: dict, progress: bool = False) -> ClusterResult:
     "Method `name` of `METHODS` on unlabelled features (the registry's runner and budgets, no truth)."
     from multiclust.methods import METHODS, Task
     if name not in METHODS: raise ValueError(f"unknown method {name!r}; METHODS: {', '.join(METHODS)}")
@@ -134,6 +134,7 @@ def _run(name: str, encoder, feats, template, words: list[str], word_source: str
     bad = [o for o in overrides if o not in opts]
     if bad: raise ValueError(f"method {name!r}: unknown option(s) {bad}; its options are {opts}")
     kw = {**m.budgets(quick), **overrides}
+    if 'progress' in opts: kw.setdefault('progress', progress)     # a full-mode fit takes minutes: show it
     ws, n_base = (list(words), None) if m.words != 'none' else ([], None)
     if m.words == 'random':
         from multiclust.refwords import random_nouns
@@ -238,13 +239,13 @@ class Clusterer:
         concept = self.by
         if self.k is not None:
             res = _run(self.method, enc, feats, template, rw.words, rw.source, self.k, self.seed, self.quick, ds.name,
-                       concept, self.method_options)
+                       concept, self.method_options, self.progress)
             k, how, scores = self.k, 'given', None
         else:
             if self.method == 'multidproxy':
                 raise ValueError("method 'multidproxy' sizes its candidate list by K: pass k= (--k)")
             res = _run(self.method, enc, feats, template, rw.words, rw.source, 2, self.seed, self.quick, ds.name,
-                       concept, self.method_options)          # training does not depend on K; only the final k-means
+                       concept, self.method_options, self.progress)   # training does not depend on K; only the final k-means
             X = _clustered(res, self.method)
             if X is None: raise ValueError(f"method {self.method!r} has no embedding to choose K on: pass k= (--k)")
             n_init = res.params.get('n_init', 10)

@@ -378,13 +378,19 @@ def _select_fit(self: MultiSub, feats, template: str, words: Sequence[str], k: i
     config = lambda lr, wd: dict(lr_latent=lr, lr_proj1=lr * self.proj_lr_scale, lr_proj2=lr * self.proj_lr_scale,
                                  weight_decay=wd)
     cands = []
-    for lr in self.grid.get('lr', (self.lr_latent,)):
-        for wd in self.grid.get('weight_decay', (self.weight_decay,)):
+    from tqdm.auto import tqdm
+    lrs, wds = self.grid.get('lr', (self.lr_latent,)), self.grid.get('weight_decay', (self.weight_decay,))
+    bar = tqdm(total=len(lrs) * len(wds), desc=f"multi-sub {dataset}/{concept}: selecting lr x weight decay",
+               disable=not self.progress, leave=False)   # the candidates are most of a full-mode fit's time
+    for lr in lrs:
+        for wd in wds:
             r = MultiSub(self.encoder, **{**base, **config(lr, wd)}, text_embeddings=False, eval_rounds=False,
                          diagnostics=False).fit_features(sub, template, words, min(k, len(sub)))
             cands.append(dict(lr=lr, weight_decay=wd, score=r.params['score'], status=r.status,
                               n_pseudo_clusters=r.params['n_pseudo_clusters'], image_spread=r.params['image_spread'],
                               collapsed=r.params['collapsed'], runtime_s=round(r.runtime_s, 3)))
+            bar.update(1)
+    bar.close()
     chosen = choose_candidate(cands)
     final = MultiSub(self.encoder, **{**base, **(config(chosen['lr'], chosen['weight_decay']) if chosen else {})},
                      text_embeddings=self.text_embeddings, eval_rounds=self.eval_rounds, diagnostics=self.diagnostics,

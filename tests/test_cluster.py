@@ -138,3 +138,15 @@ def test_gallery_html_renders_in_chromium(photos, tmp_path):
                     f'--screenshot={shot}', page.as_uri()], capture_output=True, timeout=120)
     from PIL import Image
     assert shot.is_file() and np.asarray(Image.open(shot).convert('L')).std() > 5     # not a blank page
+
+
+def test_full_mode_shows_the_selection_it_spends_its_time_on(photos, capsys):
+    "The candidates are most of a full-mode fit: `progress=True` shows them; `progress=False` prints nothing."
+    opts = dict(grid=dict(lr=[5e-2], weight_decay=[1e-4, 1e-5]), rounds=1, phase1_epochs=2, phase2_epochs=1, n_init=1)
+    kw = dict(by='color', k=3, words=WORDS.split(','), object_word='shape', encoder='toyclip', quick=False)
+    r = cluster(photos, progress=True, **kw, **opts)
+    err = capsys.readouterr().err
+    assert 'selecting lr x weight decay' in err and '2/2' in err
+    assert len(r.result_.params['selection']['candidates']) == 2
+    cluster(photos, progress=False, **kw, **opts)
+    assert 'selecting' not in capsys.readouterr().err

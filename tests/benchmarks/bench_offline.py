@@ -7,6 +7,11 @@ Also the k-means NMI on the raw trunk features (the chapter 00 argument) and ext
 
     MULTICLUST_DATA=../shared/data OMP_NUM_THREADS=2 .venv/bin/python tests/benchmarks/bench_offline.py \\
         [--datasets cmuface,cars,cards] [--seeds 0,1,2] [--quick] [--max-images 0] [--concepts identity,glass]
+        [--out rows.jsonl]
+
+The full benchmark is about a day of two-core CPU (one full-mode Multi-Sub fit on cars' 333 images took 757 s), so
+`--out` keeps every finished row (one JSON line each, flushed and fsynced as it is written) and a rerun with the
+same file skips the rows it already holds: an interrupted run, or one split over sessions, loses nothing.
 
 Targets (issue 17): Multi-Sub >= k-means and >= its random-word control + .05 on every concept where zero-shot
 beats chance (NMI > .02 here), and no concept where the new encoder loses more than .02 NMI to the old one for any
@@ -15,6 +20,7 @@ method. Not collected by pytest (file name). The last line is one JSON object wi
 import argparse, json, os, time
 
 METHODS = ['kmeans', 'zeroshot-gpt', 'multisub', 'multisub-randwords']
+_key = lambda r: (r['dataset'], r['concept'], r['encoder'], r['method'], r['seed'], r.get('quick'), r.get('max_images', 0))
 
 
 def main():
@@ -25,6 +31,7 @@ def main():
     ap.add_argument('--concepts', default='', help='comma list of concepts (empty: every concept of each dataset)')
     ap.add_argument('--max-images', type=int, default=0, help='a seeded subset per dataset (0: all)')
     ap.add_argument('--threads', type=int, default=int(os.environ.get('OMP_NUM_THREADS', 2)))
+    ap.add_argument('--out', default='', help='JSON-lines file of finished rows: appended to, and read to resume')
     a = ap.parse_args()
     import numpy as np, torch
     torch.set_num_threads(a.threads)
@@ -36,6 +43,21 @@ def main():
     t_all = time.perf_counter()
     encs = {'new (cnn trunk)': load_encoder('offline', trunk='cnn'), 'old (conse trunk)': load_encoder('offline', trunk='conse')}
     seeds = [int(s) for s in a.seeds.split(',')]
+    import subprocess
+    commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True,
+                            cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or None
+    done = {}
+    if a.out and os.path.exists(a.out):
+        for line in open(a.out):
+            if line.strip():
+                r = json.loads(line); done[_key(r)] = r
+        print(f"{a.out}: {len(done)} finished rows read; they are not run again", flush=True)
+        other = sorted({str(r.get('commit')) for r in done.values()} - {str(commit)})
+        if other: print(f"note: rows in {a.out} come from other commits too ({', '.join(other)}; now {commit})", flush=True)
+    def record(row):
+        print(json.dumps(row), flush=True)
+        if a.out:
+            with open(a.out, 'a') as f: f.write(json.dumps(row) + '\n'); f.flush(); os.fsync(f.fileno())
     rows = []
     for name in a.datasets.split(','):
         ds = load_dataset(name)
@@ -50,11 +72,16 @@ def main():
                 rows.append(dict(dataset=name, concept=c, encoder=ename, method='kmeans-on-trunk', seed=0, nmi=raw))
                 for s in seeds:
                     for m in METHODS:
+                        key = _key(dict(dataset=name, concept=c, encoder=ename, method=m, seed=s, quick=a.quick,
+                                        max_images=a.max_images))
+                        if key in done: rows.append(done[key]); continue
                         t = time.perf_counter()
                         r = run_method(m, enc, ds, c, s, feats=feats, quick=a.quick)
+                        sel = r.params.get('selection') or {}
                         rows.append(dict(dataset=name, concept=c, encoder=ename, method=m, seed=s, nmi=r.metrics['nmi'],
-                                         status=r.status, runtime_s=round(time.perf_counter() - t, 1)))
-                        print(json.dumps(rows[-1]), flush=True)
+                                         status=r.status, runtime_s=round(time.perf_counter() - t, 1), quick=a.quick,
+                                         max_images=a.max_images, threads=a.threads, chosen=sel.get('chosen'), commit=commit))
+                        record(rows[-1])
     import pandas as pd
     df = pd.DataFrame(rows)
     mean = df.groupby(['dataset', 'concept', 'encoder', 'method'])['nmi'].mean().unstack('method')
