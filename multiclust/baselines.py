@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from .clip import Encoder, PromptError
 from .proxy import reference_embeddings, check_template, make_text_path, alignment_loss, batches
 from .losses import joint_embedding
-from .core import ClusterResult, check_k, check_features, kmeans, _threads
+from .core import ClusterResult, check_k, check_features, kmeans, seeded
 
 # %% auto #0
 __all__ = ['prompt_word', 'image_embeddings', 'prompt_embeddings', 'kmeans_images', 'zeroshot', 'text_anchored_repr',
@@ -81,7 +81,7 @@ def zeroshot(encoder: Encoder, feats, template: str, words: Sequence[str], k: in
     true = _true(true_labels, len(V))
     T = prompt_embeddings(encoder, template, words)
     S = V @ T.T                                              # cosine similarities (N, |W|)
-    labels = S.argmax(-1)
+    labels = S.argmax(-1).cpu()
     res = _result(method, encoder, labels, k, seed, true, dataset=dataset, concept=concept, words=words,
                   word_source=word_source, emb={'image': V, 'text': T, 'scores': S},
                   params={'template': template, 'n_words': len(words)}, t0=t0)
@@ -255,13 +255,12 @@ def _fit_features_map(self: MultiMaP, feats, template: str, words: Sequence[str]
                       dataset: str = '', concept: str = '', word_source: str = 'user') -> ClusterResult:
     "Multi-MaP on precomputed frozen features `(N, feature_dim)`; `concept` is also the concept word (alpha term)."
     t0 = time.perf_counter()
-    N = len(check_features(self.encoder, feats))
+    feats = check_features(self.encoder, feats)
+    N = len(feats)
     k = check_k(k, N)
     true = _true(true_labels, N)
-    with _threads(self.threads), torch.random.fork_rng():
-        torch.manual_seed(self.seed)
+    with seeded(self.seed, self.threads, feats.device) as gen:
         nthreads = torch.get_num_threads()
-        gen = torch.Generator().manual_seed(self.seed)
         st = self.prepare(feats, template, words, concept)
         groups = [{'params': [st.W], 'lr': self.lr}]
         if self.lr_proj > 0: groups.append({'params': list(st.proj.parameters()), 'lr': self.lr_proj})

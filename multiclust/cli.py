@@ -112,8 +112,12 @@ def run_parameters(a) -> dict:
     "The notebook parameters a `run`/`demo` command line means (checked; paths made absolute against the working directory)."
     params = _parse_params(a.param, notebook_parameters(a.notebook))
     if a.seeds is not None and a.seeds < 1: raise UsageError(f"--seeds must be at least 1, got {a.seeds}")
+    if getattr(a, 'device', None) is not None:
+        from multiclust.clip import resolve_device
+        try: resolve_device(a.device)                      # an unusable device fails here, before any notebook runs
+        except ValueError as e: raise UsageError(f"--device: {e}") from None
     for k, p in (('encoder', 'encoder'), ('seeds', 'seeds'), ('concept', 'concept'), ('template', 'concept_template'),
-                 ('words', 'concept_words')):
+                 ('words', 'concept_words'), ('device', 'device')):
         if getattr(a, k, None) is not None: params[p] = getattr(a, k)
     if (params.get('concept_template') or params.get('concept_words')) and not params.get('concept'):
         raise UsageError("--template / --words are for one concept: name it with --concept NAME")
@@ -168,6 +172,7 @@ def main(argv=None) -> int:
         q.add_argument('--data-root', help='folder holding <dataset>/labels.csv (default: $MULTICLUST_DATA)')
         q.add_argument('--encoder', help="auto | openclip | offline | toyclip | align | blip (default: the notebook's)")
         q.add_argument('--seeds', type=int, help='seeds per method')
+        q.add_argument('--device', help="auto | cpu | cuda | cuda:<i> (default: auto = CUDA when available, else cpu)")
         q.add_argument('--out', default='out', help='folder for executed notebooks (default: ./out)')
         q.add_argument('--results-dir', dest='results_dir', help='default: ./results')
         q.add_argument('--figures-dir', dest='figures_dir', help='default: ./figures')

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_clip.ipynb #31e86ffe
 from __future__ import annotations
-import hashlib, logging, os, copy, contextlib
+import hashlib, logging, os, copy, contextlib, socket, threading, time
 import numpy as np
 from pathlib import Path
 from typing import Callable
@@ -15,9 +15,10 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['log', 'TINY_VIT', 'TINY_RESNET', 'ENCODERS', 'LAZY_ENCODERS', 'clip_loss', 'ImageDecodeError', 'open_image',
-           'WeightsUnavailable', 'PromptError', 'Encoder', 'OpenCLIPEncoder', 'load_openclip', 'tiny_clip',
-           'imagenet_classes', 'ConSEProjection', 'OfflineEncoder', 'register_encoder', 'load_encoder']
+__all__ = ['log', 'TINY_VIT', 'TINY_RESNET', 'ENCODERS', 'HUB_TIMEOUT_S', 'OFFLINE_CAN_SEE', 'LAZY_ENCODERS', 'clip_loss',
+           'ImageDecodeError', 'open_image', 'WeightsUnavailable', 'PromptError', 'Encoder', 'available_devices',
+           'resolve_device', 'OpenCLIPEncoder', 'load_openclip', 'tiny_clip', 'imagenet_classes', 'ConSEProjection',
+           'OfflineEncoder', 'register_encoder', 'hub_reachable', 'load_encoder']
 
 # %% ../nbs/00_clip.ipynb #09a703d2
 log = logging.getLogger('multiclust')
@@ -129,14 +130,44 @@ class Encoder(nn.Module):
         return hit.int().argmax(1)
 
     def describe(self) -> dict:
-        "What every results file records about the encoder."
-        return dict(encoder=self.name, weights=self.weights, fingerprint=self.fingerprint, encoder_note=self.note)
+        "What every results file records about the encoder, with the device and dtype its trainable part runs in."
+        return dict(encoder=self.name, weights=self.weights, fingerprint=self.fingerprint, encoder_note=self.note,
+                    device=str(self.device), dtype=str(self.image_projection.weight.dtype).replace('torch.', ''))
 
     def freeze_(self):
         "Freeze everything but the image projection (the only part the methods train)."
         for p in self.parameters(): p.requires_grad_(False)
         for p in self.image_projection.parameters(): p.requires_grad_(True)
         return self
+
+# %% ../nbs/00_clip.ipynb #c927ef82
+def available_devices() -> list[str]:
+    "The devices PyTorch can use on this machine: 'cpu', then 'cuda:<i>' per visible GPU (and 'mps' on Apple silicon)."
+    out = ['cpu'] + [f'cuda:{i}' for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0)]
+    mps = getattr(torch.backends, 'mps', None)
+    if mps is not None and mps.is_available(): out.append('mps')
+    return out
+
+def resolve_device(device: str | torch.device | None = 'auto') -> torch.device:
+    "`'auto'` (or None): CUDA when available, else the CPU; a named device is checked here, before any work starts."
+    if device is None or (isinstance(device, str) and device.strip().lower() == 'auto'):
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    have = ', '.join(available_devices())
+    try: d = torch.device(device.strip() if isinstance(device, str) else device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:<index>'; this machine has: {have}") from None
+    if d.type == 'cuda':
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: PyTorch sees no CUDA GPU on this machine (torch {torch.__version__}, "
+                             f"built for CUDA {torch.version.cuda or 'none'}); this machine has: {have}")
+        if d.index is not None and d.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: there is no GPU {d.index} ({torch.cuda.device_count()} visible); "
+                             f"this machine has: {have}")
+    elif d.type == 'mps':
+        if 'mps' not in available_devices(): raise ValueError(f"device {device!r}: MPS is not available; this machine has: {have}")
+    elif d.type != 'cpu':
+        raise ValueError(f"device {device!r} is not supported (cpu, cuda, mps); this machine has: {have}")
+    return d
 
 # %% ../nbs/00_clip.ipynb #3fc809f5
 def _split_visual(visual: nn.Module) -> tuple[nn.Module, Callable[[], contextlib.AbstractContextManager]]:
@@ -179,6 +210,8 @@ class OpenCLIPEncoder(Encoder):
         if not hasattr(self.text, 'token_embedding'):
             raise NotImplementedError(f"{model_name}: only open_clip's own text transformer can be entered at token level")
         self.image_projection, self._no_proj = _split_visual(model.visual)
+        # the trainable copy lives beside the towers, in float32 even when they run in half precision
+        self.image_projection.to(device=self.text.token_embedding.weight.device, dtype=torch.float32)
         self.weights, self.model_name = weights, model_name
         self.embed_dim = self.image_projection.out_features
         self.feature_dim = self.image_projection.in_features
@@ -244,12 +277,13 @@ def _weights_help(model_name: str, tag: str) -> str:
     return f"get {where}. Known tags for {model_name}: {open_clip.list_pretrained_tags_by_model(model_name)}"
 
 def load_openclip(model_name: str | dict = 'ViT-B-32', pretrained: str | None = 'openai', download: bool | None = None,
-                  device: str = 'cpu', context_length: int | None = None) -> OpenCLIPEncoder:
+                  device: str | torch.device = 'auto', context_length: int | None = None) -> OpenCLIPEncoder:
     """An OpenCLIP model behind the seam. `model_name` is an open_clip name (e.g. 'ViT-B-32') or a config dict
     (`open_clip.model.CLIP` kwargs: embed_dim, vision_cfg, text_cfg); `pretrained` an open_clip tag, a checkpoint
     path, or None for random init (only allowed with a config dict, for tests). `download` defaults to True
-    unless HF_HUB_OFFLINE=1."""
+    unless HF_HUB_OFFLINE=1. `device`: see `resolve_device` ('auto' = CUDA when available, else the CPU)."""
     import open_clip
+    device = resolve_device(device)
     if download is None: download = os.environ.get('HF_HUB_OFFLINE', '0') not in ('1', 'true', 'True')
     if isinstance(model_name, dict):
         cfg = dict(model_name)
@@ -292,11 +326,12 @@ TINY_VIT = dict(embed_dim=32, vision_cfg=dict(layers=1, width=32, patch_size=8, 
 TINY_RESNET = dict(embed_dim=32, vision_cfg=dict(layers=(1, 1, 1, 1), width=8, image_size=32, head_width=16),
                    text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=2))
 
-def tiny_clip(seed: int = 0, arch: str = 'vit') -> OpenCLIPEncoder:
+def tiny_clip(seed: int = 0, arch: str = 'vit', device: str | torch.device = 'cpu') -> OpenCLIPEncoder:
     "A random-init tiny open_clip CLIP (arch 'vit' or 'resnet') for fast mechanical tests. Never a result."
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(devices=[]):               # initialised on the CPU: the same weights on every machine
         torch.manual_seed(seed)
-        enc = load_openclip(TINY_VIT if arch == 'vit' else TINY_RESNET, pretrained=None)
+        enc = load_openclip(TINY_VIT if arch == 'vit' else TINY_RESNET, pretrained=None, device='cpu')
+    enc.to(resolve_device(device))
     enc.name, enc.weights = 'tiny', f'random-init (tiny {arch}, seed {seed})'
     enc.fingerprint = _fingerprint('tiny', arch, seed)
     return enc
@@ -344,7 +379,7 @@ class OfflineEncoder(Encoder):
     "EfficientNet-lite0 (ImageNet) + all-MiniLM-L6-v2, joined by ConSE. Pretrained, offline, weaker than CLIP."
     name = 'offline'
     def __init__(self, topk: int = 10, temperature: float = 1.0, class_template: str = 'a photo of a {}.',
-                 image_size: int = 224, device: str = 'cpu', trunk: str = 'conse', train_classifier: bool = False):
+                 image_size: int = 224, device: str | torch.device = 'auto', trunk: str = 'conse', train_classifier: bool = False):
         if trunk not in ('cnn', 'conse'): raise ValueError(f"trunk must be 'cnn' (pooled CNN features) or 'conse', got {trunk!r}")
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
@@ -382,7 +417,7 @@ class OfflineEncoder(Encoder):
         self.weights = 'efficientnet-lite0 (ImageNet) + all-MiniLM-L6-v2, ConSE top-%d T=%g' % (topk, temperature) + (
             ', trunk: pooled CNN features' if trunk == 'cnn' else '')
         self.fingerprint = _fingerprint(self.name, self.weights, class_template, image_size, 'tflite-norm', trunk)
-        self.to(device).freeze_()
+        self.to(resolve_device(device)).freeze_()
 
     def describe(self) -> dict:
         return {**super().describe(), 'encoder_trunk': self.trunk_desc, 'encoder_projection': self.projection_desc}
@@ -421,18 +456,54 @@ def register_encoder(name: str, factory: Callable[..., Encoder]):
     ENCODERS[name] = factory
     return factory
 
-def _auto(model_name='ViT-B-32', pretrained='openai', **kw) -> Encoder:
+HUB_TIMEOUT_S = 3.0      # how long `auto` waits to learn whether the Hugging Face hub answers
+
+OFFLINE_CAN_SEE = ("the offline encoder (EfficientNet-lite0 + MiniLM joined by ConSE) aligns words and images only for "
+                   "what ImageNet names: sunglasses, animal vs vehicle, flower species (one-vs-rest AUROC .82-.90 in "
+                   "the design prototype) - and almost nothing of colour, pose, emotion, suit or rank (AUROC .46-.56, "
+                   ".50 is chance), so clusters by such a word will be close to chance. To use CLIP, run once with "
+                   "internet (it downloads ViT-B-32/openai into the Hugging Face cache), or copy ~/.cache/huggingface/hub "
+                   "from a machine that has it, or pass a checkpoint file: load_encoder('openclip', pretrained='/path/to/file')")
+
+def hub_reachable(timeout: float = HUB_TIMEOUT_S) -> tuple[bool, str]:
+    '''Whether the Hugging Face hub (`HF_ENDPOINT`, or `HTTPS_PROXY` when one is set) accepts a TCP connection within
+    `timeout` seconds, and why not. DNS and connect run in a daemon thread, so a hung resolver cannot hang the caller.'''
+    from urllib.parse import urlparse
+    if os.environ.get('HF_HUB_OFFLINE', '0') in ('1', 'true', 'True'): return False, 'HF_HUB_OFFLINE=1'
+    url = urlparse(os.environ.get('HTTPS_PROXY') or os.environ.get('https_proxy')
+                   or os.environ.get('HF_ENDPOINT') or 'https://huggingface.co')
+    host, port = url.hostname, url.port or (80 if url.scheme == 'http' else 443)
+    if not host: return False, f'no host in {url.geturl()!r}'
+    box = {}
+    def probe():
+        try: socket.create_connection((host, port), timeout=timeout).close(); box['ok'] = True
+        except OSError as e: box['why'] = f'{host}: {type(e).__name__}: {e}'
+    th = threading.Thread(target=probe, daemon=True); th.start(); th.join(timeout)
+    if box.get('ok'): return True, f'{host} answers'
+    return False, box.get('why', f'{host} did not answer within {timeout:g} s')
+
+def _auto(model_name='ViT-B-32', pretrained='openai', device='auto', download: bool | None = None, **kw) -> Encoder:
+    "CLIP from this machine, else downloaded when the hub answers, else the offline pair; the choice and why in `note`."
+    device = resolve_device(device)
     try:
-        enc = load_openclip(model_name, pretrained, download=False, **kw)
-        log.warning("encoder auto -> openclip %s/%s", model_name, pretrained)
+        enc = load_openclip(model_name, pretrained, download=False, device=device, **kw)
         enc.note = 'auto: CLIP weights found on this machine'
-        return enc
-    except WeightsUnavailable as e:
-        reason = str(e).split(':')[0]
-        log.warning("encoder auto -> offline (EfficientNet-lite0 + MiniLM, ConSE): %s", reason)
-        enc = OfflineEncoder(**{k: v for k, v in kw.items() if k == 'device'})
-        enc.note = f'auto: {reason}; using the offline encoder'
-        return enc
+    except WeightsUnavailable:
+        t0 = time.perf_counter()
+        online, why = (False, 'download=False') if download is False else hub_reachable()
+        why += f' (decided in {time.perf_counter() - t0:.1f} s)'
+        enc = None
+        if online:
+            log.warning("encoder auto: CLIP %s/%s is not on this machine and the hub answers: downloading it", model_name, pretrained)
+            try:
+                enc = load_openclip(model_name, pretrained, download=True, device=device, **kw)
+                enc.note = f'auto: CLIP weights downloaded into the Hugging Face cache ({why})'
+            except WeightsUnavailable as e: why = f'the download failed: {str(e)[:200]}'
+        if enc is None:
+            enc = OfflineEncoder(device=device)
+            enc.note = f'auto: CLIP {model_name}/{pretrained} is not on this machine and could not be downloaded ({why}); using the offline encoder'
+    log.warning("encoder auto -> %s on %s: %s", enc.name, enc.device, enc.note)
+    return enc
 
 register_encoder('openclip', load_openclip)
 register_encoder('offline', OfflineEncoder)
@@ -443,11 +514,12 @@ register_encoder('auto', _auto)
 LAZY_ENCODERS = {'align': 'multiclust.hf_encoders', 'blip': 'multiclust.hf_encoders', 'tiny-align': 'multiclust.hf_encoders',
                  'tiny-blip': 'multiclust.hf_encoders', 'toyclip': 'multiclust.toyclip'}
 
-def load_encoder(name: str = 'auto', **kw) -> Encoder:
-    "An encoder by name: 'auto', 'openclip', 'offline', 'tiny' (tests only), 'align', 'blip', 'toyclip', or any registered adapter."
+def load_encoder(name: str = 'auto', device: str | torch.device = 'auto', **kw) -> Encoder:
+    '''An encoder by name: 'auto', 'openclip', 'offline', 'tiny' (tests only), 'align', 'blip', 'toyclip', or any
+    registered adapter, on `device` ('auto': CUDA when available, else the CPU; checked before anything loads).'''
     if name not in ENCODERS and name in LAZY_ENCODERS:
         import importlib
         importlib.import_module(LAZY_ENCODERS[name])
     if name not in ENCODERS:
         raise ValueError(f"unknown encoder {name!r}; known encoders: {', '.join(sorted(set(ENCODERS) | set(LAZY_ENCODERS)))}")
-    return ENCODERS[name](**kw)
+    return ENCODERS[name](device=resolve_device(device), **kw)

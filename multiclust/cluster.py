@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from .data import IMAGE_EXTS, Dataset, DataError, cache_root, extract_features
-from .clip import open_image, ImageDecodeError, load_encoder, PromptError
+from .clip import open_image, ImageDecodeError, load_encoder, PromptError, resolve_device, OFFLINE_CAN_SEE
 from .core import ClusterResult, check_k, check_features, kmeans
 from .report import atomic_write_text
 
@@ -151,7 +151,7 @@ def word_weights(res: ClusterResult, encoder, feats, template: str, words: list[
     if W is not None and W.shape[1] == len(words): return np.asarray(W, dtype=np.float64), 'proxy weights (Multi-Sub)'
     from multiclust.baselines import image_embeddings, prompt_embeddings
     S = image_embeddings(encoder, feats) @ prompt_embeddings(encoder, template, words).T
-    return torch.softmax(scale * S.double(), -1).numpy(), f'zero-shot softmax over the word prompts (scale {scale:g})'
+    return torch.softmax(scale * S.double(), -1).cpu().numpy(), f'zero-shot softmax over the word prompts (scale {scale:g})'
 
 def name_clusters(labels, W: np.ndarray, words: list[str], n_words: int = 2) -> tuple[list[str], np.ndarray]:
     '''Cluster names and per-image confidences: a cluster's name is its `n_words` reference words of largest mean
@@ -199,17 +199,20 @@ class Clusterer:
     `labels_`, `names_`, `k_`, `words_`; `fit_predict` returns the labels). Images: a folder, paths or PIL images.'''
     def __init__(self, by: str, k: int | None = None, *, words: Sequence[str] | str | None = None,
                  template: str | None = None, object_word: str = 'photo', method: str = DEFAULT_METHOD,
-                 encoder='auto', seed: int = 0, quick: bool = False, labels=None, cache_dir=None,
+                 encoder='auto', device='auto', seed: int = 0, quick: bool = False, labels=None, cache_dir=None,
                  progress: bool = False, **method_options):
         if not isinstance(by, str) or not by.strip(): raise ValueError(f"by= must be a concept word such as 'color', got {by!r}")
         if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2):
             raise ValueError(f"k must be an integer >= 2 (or None to choose it), got {k!r}")
         self.by, self.k, self.words, self.template, self.object_word = by.strip(), k, words, template, object_word
         self.method, self.encoder, self.seed, self.quick, self.labels = method, encoder, seed, quick, labels
+        self.device = device if device == 'auto' else resolve_device(device)     # an unusable device fails here
         self.cache_dir, self.progress, self.method_options = cache_dir, progress, dict(method_options)
 
     def _encoder(self):
-        if isinstance(self.encoder, str): self.encoder = load_encoder(self.encoder)
+        "The encoder (loaded by name on `device`; an encoder object is moved there unless `device='auto'`)."
+        if isinstance(self.encoder, str): self.encoder = load_encoder(self.encoder, device=self.device)
+        elif self.device != 'auto' and self.encoder.device != self.device: self.encoder.to(self.device)
         return self.encoder
 
     def _words(self):
@@ -372,7 +375,9 @@ def add_cluster_parser(sub) -> argparse.ArgumentParser:
     c.add_argument('--template', help="prompt with one '*', e.g. 'a car with the color of *'")
     c.add_argument('--object', default='photo', help="noun for the default template 'a NOUN with the CONCEPT of *' (default: photo)")
     c.add_argument('--method', default=DEFAULT_METHOD, help=f'a METHODS name (default: {DEFAULT_METHOD})')
-    c.add_argument('--encoder', default='auto', help='auto | openclip | offline | toyclip | ... (default: auto)')
+    c.add_argument('--encoder', default='auto', help='auto | openclip | offline | toyclip | ... (default: auto: CLIP from '
+                   'this machine, else downloaded when online, else the offline encoder)')
+    c.add_argument('--device', default='auto', help='auto | cpu | cuda | cuda:<i> (default: auto = CUDA when available, else cpu)')
     c.add_argument('--seed', type=int, default=0)
     c.add_argument('--quick', action='store_true', help="the method's quick budgets")
     c.add_argument('--labels', help='optional CSV path,<concept>: also score the clustering (NMI/RI/ARI/ACC)')
@@ -387,8 +392,12 @@ def cmd_cluster(a) -> int:
     if a.k is not None and a.k < 2: raise DataError(f"--k {a.k}: need at least 2 clusters")
     try:
         res = Clusterer(a.by, a.k, words=words, template=a.template, object_word=a.object, method=a.method,
-                        encoder=a.encoder, seed=a.seed, quick=a.quick, labels=a.labels,
-                        progress=not a.no_progress).fit(a.folder)
+                        encoder=a.encoder, device=a.device, seed=a.seed, quick=a.quick, labels=a.labels,
+                        progress=not a.no_progress)
+        enc = res._encoder()
+        print(f"encoder {enc.name} on {enc.device}" + (f": {enc.note}" if enc.note else ''), flush=True)
+        if enc.name == 'offline': print(f"NOTE: {OFFLINE_CAN_SEE}.", flush=True)   # said before the work, not after
+        res.fit(a.folder)
     except (ValueError, PromptError) as e:
         raise DataError(str(e)) from None
     folder = Path(a.folder).expanduser().resolve().name or 'images'

@@ -13,7 +13,7 @@ import torch
 from .clip import Encoder, PromptError
 
 # %% auto #0
-__all__ = ['ClusterResult', 'check_k', 'check_features', 'kmeans', 'resolve_task']
+__all__ = ['ClusterResult', 'check_k', 'check_features', 'kmeans', 'seeded', 'resolve_task']
 
 # %% ../nbs/01c_core.ipynb #1e09ea74
 @dataclass
@@ -63,8 +63,9 @@ def check_k(k, n: int) -> int:
     return int(k)
 
 def check_features(encoder: Encoder, feats) -> torch.Tensor:
-    "Frozen features as a tensor of the projection's dtype; `(N, feature_dim)` and finite, else a clear error."
-    feats = torch.as_tensor(feats).to(encoder.image_projection.weight.dtype)
+    '''Frozen features on the encoder's device, in the projection's dtype; `(N, feature_dim)` and finite, else a clear
+    error. The features come from the on-disk cache on the CPU: this is where every method moves them, once.'''
+    feats = torch.as_tensor(feats).to(device=encoder.device, dtype=encoder.image_projection.weight.dtype)
     if feats.ndim != 2 or feats.shape[1] != encoder.feature_dim:
         raise ValueError(f"features must be (N, {encoder.feature_dim}) for encoder {encoder.name!r}, got {tuple(feats.shape)}")
     bad = (~torch.isfinite(feats).all(1)).nonzero().flatten().tolist()
@@ -91,6 +92,15 @@ def _threads(n):
     try: yield
     finally:
         if n: torch.set_num_threads(old)
+
+@contextlib.contextmanager
+def seeded(seed: int, threads: int | None = None, device: str | torch.device | None = None):
+    "A fit's block: `threads` pinned, the RNG of the CPU (and of `device` if it is a GPU) forked and seeded; yields a seeded CPU generator."
+    device = torch.device('cpu' if device is None else device)
+    gpus = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == 'cuda' else []
+    with _threads(threads), torch.random.fork_rng(devices=gpus):
+        torch.manual_seed(seed)
+        yield torch.Generator().manual_seed(seed)
 
 def resolve_task(dataset, concept: str, k: int | None = None, template: str | None = None, root=None):
     "`(dataset, integer labels, template, K)` for a method's `fit`: the registry's template and class count unless given."

@@ -99,9 +99,9 @@ def epoch_diagnostics(embeddings: dict | None = None, y=None, prev_y=None, weigh
     for name, X in (embeddings or {}).items(): row[f'{name}_spread'], row[f'{name}_erank'] = spread(X), effective_rank(X)
     if weights is not None: row['entropy'] = float(-(weights * weights.clamp_min(1e-30).log()).sum(-1).mean())
     if y is not None:
-        y = torch.as_tensor(y)
+        y = torch.as_tensor(y).cpu()                   # labels are small: compared and scored on the CPU
         row['n_pseudo_clusters'] = int(len(y.unique()))
-        row['changed'] = len(y) if prev_y is None else int((y != torch.as_tensor(prev_y)).sum())
+        row['changed'] = len(y) if prev_y is None else int((y != torch.as_tensor(prev_y).cpu()).sum())
     for name, (p, p0) in (drifts or {}).items(): row[name] = relative_drift(p, p0)
     if aligned is not None: row['relative_loss'] = relative_alignment_loss(*aligned)
     if true is not None:

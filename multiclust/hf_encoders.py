@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from .clip import Encoder, WeightsUnavailable, PromptError, register_encoder, _fingerprint, log
+from .clip import Encoder, WeightsUnavailable, PromptError, register_encoder, _fingerprint, log, resolve_device
 
 # %% auto #0
 __all__ = ['ALIGN_REPO', 'BLIP_REPO', 'TINY_WORDS', 'HFEncoder', 'AlignEncoder', 'BlipEncoder', 'load_align', 'load_blip',
@@ -161,7 +161,7 @@ def _load_hf(model_cls, processor_cls, pretrained: str, download: bool | None, w
                                      f"(e.g. {', '.join(missing[:4])}); it is probably another kind of checkpoint. Refusing to fill "
                                      f"them with random weights: use a {model_cls.__name__} checkpoint such as "
                                      f"{ALIGN_REPO if what == 'ALIGN' else BLIP_REPO}")
-        return model.to(device), processor_cls.from_pretrained(src, local_files_only=local_only)
+        return model.to(resolve_device(device)), processor_cls.from_pretrained(src, local_files_only=local_only)
     p = Path(src).expanduser()
     if p.exists() or _looks_like_path(src):
         if not p.is_dir():
@@ -191,13 +191,13 @@ def _load_hf(model_cls, processor_cls, pretrained: str, download: bool | None, w
     log.info("%s weights %s from the %s", what, src, where)
     return model, proc, src + (f"@{commit[:12]}" if commit else '')
 
-def load_align(pretrained: str = ALIGN_REPO, download: bool | None = None, device: str = 'cpu') -> AlignEncoder:
+def load_align(pretrained: str = ALIGN_REPO, download: bool | None = None, device: str = 'auto') -> AlignEncoder:
     "ALIGN behind the seam: `pretrained` is a hub repo id (cache first, download if allowed) or a local folder."
     from transformers import AlignModel, AlignProcessor
     model, proc, weights = _load_hf(AlignModel, AlignProcessor, pretrained, download, 'ALIGN', device)
     return AlignEncoder(model, proc, weights, source=str(pretrained))
 
-def load_blip(pretrained: str = BLIP_REPO, download: bool | None = None, device: str = 'cpu') -> BlipEncoder:
+def load_blip(pretrained: str = BLIP_REPO, download: bool | None = None, device: str = 'auto') -> BlipEncoder:
     "BLIP (image–text retrieval checkpoint) behind the seam: hub repo id (cache first, download if allowed) or local folder."
     from transformers import BlipForImageTextRetrieval, BlipProcessor
     model, proc, weights = _load_hf(BlipForImageTextRetrieval, BlipProcessor, pretrained, download, 'BLIP', device)
@@ -233,7 +233,7 @@ def _tiny_init_(model: nn.Module, image_size: int = 32, seed: int = 0):
 
 _TINY_TEXT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
 
-def tiny_align(seed: int = 0) -> AlignEncoder:
+def tiny_align(seed: int = 0, device: str = 'cpu') -> AlignEncoder:
     "A random-init tiny ALIGN (2-layer BERT, shrunken EfficientNet, 32x32 images). Mechanical tests only."
     from transformers import AlignConfig, AlignModel, AlignProcessor, EfficientNetImageProcessor
     tok = tiny_tokenizer()
@@ -243,15 +243,15 @@ def tiny_align(seed: int = 0) -> AlignEncoder:
                                          num_block_repeats=[1] * 7, kernel_sizes=[3] * 7, drop_connect_rate=0.0),
                       projection_dim=32)
     ip = EfficientNetImageProcessor(size={'height': 32, 'width': 32}, do_center_crop=False, rescale_offset=True, include_top=False)
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(devices=[]):              # initialised on the CPU: the same weights on every machine
         torch.manual_seed(seed)
         model = _tiny_init_(AlignModel(cfg), seed=seed)
     enc = AlignEncoder(model, AlignProcessor(image_processor=ip, tokenizer=tok), f'random-init (tiny align, seed {seed})')
     enc.name = 'tiny-align'
     enc._set_identity()
-    return enc
+    return enc.to(resolve_device(device))
 
-def tiny_blip(seed: int = 0) -> BlipEncoder:
+def tiny_blip(seed: int = 0, device: str = 'cpu') -> BlipEncoder:
     "A random-init tiny BLIP retrieval model (2-layer BERT and ViT, 32x32 images). Mechanical tests only."
     from transformers import BlipConfig, BlipForImageTextRetrieval, BlipProcessor, BlipImageProcessor
     tok = tiny_tokenizer(blip=True)
@@ -261,13 +261,13 @@ def tiny_blip(seed: int = 0) -> BlipEncoder:
                                         intermediate_size=64, initializer_range=0.02),
                      image_text_hidden_size=16)
     ip = BlipImageProcessor(size={'height': 32, 'width': 32})
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = _tiny_init_(BlipForImageTextRetrieval(cfg), seed=seed)
     enc = BlipEncoder(model, BlipProcessor(image_processor=ip, tokenizer=tok), f'random-init (tiny blip, seed {seed})')
     enc.name = 'tiny-blip'
     enc._set_identity()
-    return enc
+    return enc.to(resolve_device(device))
 
 # %% ../nbs/00b_hf_encoders.ipynb #74fa19d0
 register_encoder('align', load_align)

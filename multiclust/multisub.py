@@ -14,7 +14,7 @@ from .clip import Encoder, PromptError
 from .proxy import (Proxies, NonFiniteLoss, reference_embeddings, check_template, make_text_path,
                               phase1_epoch, RowAdagrad)
 from .losses import pseudo_labels, joint_embedding, phase2_epoch, INTRA
-from .core import ClusterResult, check_k, check_features, kmeans, resolve_task, _metrics, _threads
+from .core import ClusterResult, check_k, check_features, kmeans, resolve_task, _metrics, seeded
 
 # %% auto #0
 __all__ = ['PAPER_GRID', 'BASES', 'COLLAPSE_SPREAD', 'MIN_GAIN', 'SUBSPACE_CLUSTERINGS', 'PROTOCOL', 'MultiSub', 'spread',
@@ -214,10 +214,8 @@ def _fit_features(self: MultiSub, feats, template: str, words: Sequence[str], k:
     words = list(words) if not isinstance(words, str) else words
     true = None if true_labels is None else np.asarray(true_labels)
     if true is not None and len(true) != N: raise ValueError(f"true_labels has {len(true)} entries for {N} images")
-    with _threads(self.threads), torch.random.fork_rng():
-        torch.manual_seed(self.seed)
+    with seeded(self.seed, self.threads, feats.device) as gen:
         nthreads = torch.get_num_threads()
-        gen = torch.Generator().manual_seed(self.seed)
         Z = reference_embeddings(enc, words)
         check_template(enc, template)
         tables = {} if self.basis == 'token' else {b: basis_embeddings(enc, template, words, b) for b in ('text', 'prompt')}
@@ -252,7 +250,7 @@ def _fit_features(self: MultiSub, feats, template: str, words: Sequence[str], k:
             with torch.no_grad(): y = pseudo_labels(px(), B)
             if self.diagnostics:
                 h.update(_diagnose(px, proj, feats, theta0, y, prev_y, sub))
-                if true is not None: h['pseudo_nmi'] = _metrics(true, y.numpy())['nmi']   # a diagnostic only
+                if true is not None: h['pseudo_nmi'] = _metrics(true, y.cpu().numpy())['nmi']   # a diagnostic only
             return y
         from tqdm.auto import tqdm
         bar = tqdm(total=self.rounds, desc=f"multi-sub {dataset}/{concept}", disable=not self.progress, leave=False)
@@ -290,7 +288,7 @@ def _fit_features(self: MultiSub, feats, template: str, words: Sequence[str], k:
                 summ = dict(round=r, phase='round', changed=changed, n_pseudo_clusters=int(len(y.unique())),
                             phase1_epochs_run=epoch + 1 if self.phase1_epochs else 0)
                 if self.eval_rounds and true is not None:
-                    summ.update(_metrics(true, y.numpy(), 'pseudo_'))
+                    summ.update(_metrics(true, y.cpu().numpy(), 'pseudo_'))
                     with torch.no_grad(): E = self._cluster_embedding({'image': proj(feats), **self._proxy_embeddings(
                         px, path, Z, tables, self.CLUSTER_ON[self.cluster_on])})
                     summ.update(_metrics(true, kmeans(E, k, self.seed, self.n_init)))
@@ -335,7 +333,7 @@ def _fit_features(self: MultiSub, feats, template: str, words: Sequence[str], k:
             labels = kmeans(X, k, self.seed, self.n_init)
             score = relative_alignment_loss(V, emb['prompt_text'] if self.basis == 'token' else W)   # what Phase I aligned
             npc, spr = int(len(emb['pseudo_labels'].unique())), spread(V[sub])
-    emb = {n: v.numpy() for n, v in emb.items()}
+    emb = {n: v.cpu().numpy() for n, v in emb.items()}          # numpy from here on: back on the CPU
     res = ClusterResult(self.method, dataset, concept, k, self.seed, labels, emb, hist, enc.describe(), list(words),
                         word_source, 0.0, None, {**self.params, 'template': template, 'text_path_kind': path.kind,
                                                  'proxy_update': 'rows' if rowwise else 'dense',

@@ -18,6 +18,10 @@ __all__ = ['TEXT_PATHS', 'reference_embeddings', 'check_template', 'Proxies', 'T
            'NonFiniteLoss', 'check_step', 'batches', 'phase1_epoch', 'RowAdagrad']
 
 # %% ../nbs/02_subspace_proxy.ipynb #62866943
+def _float(t: torch.Tensor) -> torch.Tensor:
+    "Half-precision tower outputs as float32 (what the proxies, projection and losses compute in); other dtypes as they are."
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
 def reference_embeddings(encoder: Encoder, words: Sequence[str]) -> torch.Tensor:
     "Token embeddings $z_k$ of the reference words, `(K, width)`, computed once (a multi-token word is the mean of its tokens)."
     if isinstance(words, str): raise PromptError(f"reference words must be a list of words, got the string {words!r}")
@@ -26,7 +30,7 @@ def reference_embeddings(encoder: Encoder, words: Sequence[str]) -> torch.Tensor
     bad = [w for w in words if not isinstance(w, str) or not w.strip()]
     if bad: raise PromptError(f"reference word {bad[0]!r} is empty; every reference word must be a non-empty string")
     with torch.no_grad():
-        return torch.stack([encoder.word_token_embedding(w) for w in words]).detach()
+        return _float(torch.stack([encoder.word_token_embedding(w) for w in words]).detach())
 
 def check_template(encoder: Encoder, template: str) -> tuple[torch.Tensor, int]:
     "Token ids `(1, L)` of `template` and the index of its `*`; a `PromptError` unless there is exactly one `*`."
@@ -46,11 +50,12 @@ class Proxies(nn.Module):
             raise ValueError(f"latent must be 'token' (the paper: p_i in token space) or 'logits', got {latent!r}")
         if n < 1: raise ValueError(f"need at least one image, got n={n}")
         self.latent = latent
-        self.register_buffer('Z', Z.detach().clone())
+        half = Z.dtype in (torch.float16, torch.bfloat16)          # proxies stay float32 beside a half-precision tower
+        self.register_buffer('Z', Z.detach().clone().to(torch.float32 if half else Z.dtype))
         d = Z.shape[1] if latent == 'token' else Z.shape[0]
-        p = torch.zeros(n, d, dtype=Z.dtype)
-        if init_std > 0: p = torch.randn(n, d, generator=generator, dtype=Z.dtype) * init_std
-        self.p = nn.Parameter(p)
+        p = torch.zeros(n, d, dtype=self.Z.dtype)                 # drawn on the CPU (the same numbers on every device),
+        if init_std > 0: p = torch.randn(n, d, generator=generator, dtype=self.Z.dtype) * init_std
+        self.p = nn.Parameter(p.to(self.Z.device))               # then placed beside the words
 
     def _logits(self, p: torch.Tensor) -> torch.Tensor: return p @ self.Z.T if self.latent == 'token' else p
 
@@ -90,7 +95,7 @@ class TextPath:
 
     def __call__(self, proxies: torch.Tensor) -> torch.Tensor:
         "`(B, width)` proxy token embeddings -> `(B, embed_dim)` prompt text embeddings (not normalised)."
-        return self.encoder.encode_tokens(self.ids.expand(len(proxies), -1), self._inject(proxies))
+        return _float(self.encoder.encode_tokens(self.ids.expand(len(proxies), -1), self._inject(proxies)))
 
     def __repr__(self): return f"{type(self).__name__}({self.template!r}, {self.ids.shape[1]} tokens, * at {self.star})"
 
@@ -176,8 +181,8 @@ class PrefixCachedTextPath(TruncatedTextPath):
             x = x + blk.ls_2(blk.mlp(blk.ln_2(x)))
         x = t.ln_final(x[:, self.eot])
         proj = t.text_projection
-        if proj is None: return x
-        return proj(x) if isinstance(proj, nn.Linear) else x @ proj
+        if proj is None: return _float(x)
+        return _float(proj(x) if isinstance(proj, nn.Linear) else x @ proj)
 
 # %% ../nbs/02_subspace_proxy.ipynb #c5c05fa5
 TEXT_PATHS = {'plain': TextPath, 'truncate': TruncatedTextPath, 'prefix-cache': PrefixCachedTextPath}

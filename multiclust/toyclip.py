@@ -326,7 +326,7 @@ def find_weights(weights=None) -> Path | None:
         if p.is_file(): return p
     return None
 
-def load_toyclip(weights=None, device: str = 'cpu', train: bool | str = 'auto', **train_kw) -> OpenCLIPEncoder:
+def load_toyclip(weights=None, device: str = 'auto', train: bool | str = 'auto', **train_kw) -> OpenCLIPEncoder:
     '''The project-trained toy CLIP behind the encoder seam (`load_encoder('toyclip')`). Weights: `weights`, else
     the shipped file, else the cache; with none found, `train='auto'`/True trains one into the cache (minutes).'''
     p = find_weights(weights)
@@ -366,7 +366,7 @@ def scene_embeddings(enc, u8: torch.Tensor, batch_size: int = 256) -> torch.Tens
 def zero_shot(enc, image_emb: torch.Tensor, words: list[str], template: str) -> np.ndarray:
     "Index of the word whose prompt (`template` with `*` -> word) is nearest (cosine) to each image embedding."
     t = F.normalize(enc.encode_text([template.replace('*', w) for w in words]), dim=-1)
-    return (F.normalize(image_emb, dim=-1) @ t.T).argmax(1).numpy()
+    return (F.normalize(image_emb, dim=-1) @ t.T).argmax(1).cpu().numpy()
 
 def zero_shot_accuracy(enc, image_emb: torch.Tensor, attrs: list[dict], heldout=HELDOUT_COMBOS,
                        templates: dict | None = None) -> list[dict]:
