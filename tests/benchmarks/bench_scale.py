@@ -10,7 +10,10 @@ that peak RSS (`ru_maxrss`) belongs to that N alone.
 
     OMP_NUM_THREADS=2 .venv/bin/python tests/benchmarks/bench_scale.py [--ns 2000,10000,60000] [--threads 2]
         [--rounds 1 --phase1-epochs 1 --phase2-epochs 3 --batch-size 256 --n-init 10] [--sparse-proxies auto|true|false]
-        [--protocol]
+        [--protocol] [--device cuda]
+
+`--device` runs the fit where the encoder is put (`auto`, `cpu`, `cuda`, `cuda:<i>`): the features are loaded from
+the cache on the CPU and moved by the fit itself, as in the library; on a GPU the peak GPU memory is printed too.
 
 `--protocol` fits with the paper's protocol as the library's full mode runs its chosen configuration
 (`MultiSub.PROTOCOL`: Adam with weight decay, the projection anchored to its pretrained value, the relative loss
@@ -53,7 +56,9 @@ def child(a):
     from safetensors.torch import save_file, load_file
     import multiclust.multisub as msm
     rss_import = rss_mb()
-    enc = vit_b32_random()
+    from multiclust.clip import resolve_device
+    dev = resolve_device(a.device)
+    enc = vit_b32_random().to(dev)
     n, dim = a.child, enc.feature_dim
     with tempfile.TemporaryDirectory() as tmp:              # the "feature cache": written once, loaded back
         path = os.path.join(tmp, 'features.safetensors')
@@ -84,8 +89,10 @@ def child(a):
                           eval_rounds=a.eval_rounds, threads=a.threads, seed=0,
                           sparse_proxies={'auto': 'auto', 'true': True, 'false': False}[a.sparse_proxies], **proto)
         res = ms.fit_features(feats, TEMPLATE, WORDS, 3, labels, 'random', 'color')
+        if dev.type == 'cuda': torch.cuda.synchronize(dev)
         wall = time.perf_counter() - t0
-    print(json.dumps(dict(n=n, wall_s=wall, peak_rss_mb=rss_mb(), rss_after_import_mb=rss_import,
+        gpu_mb = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == 'cuda' else None
+    print(json.dumps(dict(n=n, wall_s=wall, peak_rss_mb=rss_mb(), device=str(dev), peak_gpu_mb=gpu_mb, rss_after_import_mb=rss_import,
                           rss_after_setup_mb=rss_setup, status=res.status, text_path=res.params['text_path_kind'],
                           threads=res.params['threads_used'], proxy_update=res.params.get('proxy_update', 'dense'),
                           optimizer=res.params['optimizer'], history=[h for h in res.history if h.get('phase') == 'round'],
@@ -115,6 +122,7 @@ def main(argv=None):
     ap.add_argument('--filehash', type=int, default=60000, help='also time the content-hashed cache key over N files (0: skip)')
     ap.add_argument('--protocol', action='store_true', help="the paper's protocol (MultiSub.PROTOCOL: Adam, anchor, "
                     "patience, keep_best) instead of the class defaults; Adam's steps timed apart")
+    ap.add_argument('--device', default='cpu', help="where the fit runs: auto | cpu | cuda | cuda:<i> (default: cpu)")
     ap.add_argument('--child', type=int, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child: return child(a)
@@ -132,7 +140,7 @@ def main(argv=None):
           flush=True)
     fwd = [f'--{k}={v}' for k, v in (('threads', a.threads), ('rounds', a.rounds), ('phase1-epochs', a.phase1_epochs),
                                       ('phase2-epochs', a.phase2_epochs), ('batch-size', a.batch_size), ('n-init', a.n_init),
-                                      ('sparse-proxies', a.sparse_proxies))]
+                                      ('sparse-proxies', a.sparse_proxies), ('device', a.device))]
     fwd += ['--text-embeddings'] * a.text_embeddings + ['--eval-rounds'] * a.eval_rounds + ['--protocol'] * a.protocol
     env = {**os.environ, 'OMP_NUM_THREADS': str(a.threads), 'MKL_NUM_THREADS': str(a.threads)}
     out = []
@@ -145,7 +153,8 @@ def main(argv=None):
         print(f"  n={n}: fit {r['wall_s']:.1f} s = Phase I {p1:.1f} s ({len(t['phase1_epoch'])} epochs) + Phase II {p2:.1f} s "
               f"({len(t['phase2_epoch'])} epochs) + k-means {km:.1f} s + rest {r['wall_s'] - p1 - p2 - km:.1f} s; "
               f"RSS after imports {r['rss_after_import_mb']:.0f} MB, with model+features {r['rss_after_setup_mb']:.0f} MB, "
-              f"peak {r['peak_rss_mb']:.0f} MB; status={r['status']}, text path={r['text_path']}", flush=True)
+              f"peak {r['peak_rss_mb']:.0f} MB; status={r['status']}, text path={r['text_path']}; device {r['device']}"
+              + (f", peak GPU memory {r['peak_gpu_mb']:.0f} MB" if r['peak_gpu_mb'] is not None else ''), flush=True)
         steps = len(t['phase1_epoch']) * -(-n // a.batch_size)                 # Phase I optimiser steps
         print(f"    Phase I step: {1000 * p1 / max(1, steps):.1f} ms ({steps} steps of batch {a.batch_size}, "
               f"proxy update={r['proxy_update']}, optimizer={r['optimizer']})", flush=True)
