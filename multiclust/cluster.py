@@ -401,7 +401,7 @@ def add_cluster_parser(sub) -> argparse.ArgumentParser:
 
 def _path_part(s: str) -> str:
     "`s` made safe as one part of a file name: no separators, no leading dot (so never '..' or hidden)."
-    s = ''.join('_' if ch in '/\\\0' or ord(ch) < 32 else ch for ch in s.strip().replace(' ', '_'))
+    s = ''.join('_' if ch in '/\\\0' or ord(ch) < 32 else ch for ch in s.strip())
     return s.lstrip('.') or '_'
 
 def cmd_cluster(a) -> int:
@@ -411,7 +411,7 @@ def cmd_cluster(a) -> int:
     if words is not None and len(set(words)) < 2: raise DataError(f"--words: need at least 2 distinct words, comma separated, got {a.words!r}")
     if a.k is not None and a.k < 2: raise DataError(f"--k {a.k}: need at least 2 clusters")
     folder = Path(a.folder).expanduser().resolve().name or 'images'
-    out = Path(a.out) if a.out else Path.cwd() / f"multiclust-{_path_part(folder)}-{_path_part(a.by)}"
+    out = Path(a.out) if a.out else Path.cwd() / f"multiclust-{_path_part(folder)}-{_path_part(a.by.replace(' ', '_'))}"
     try:
         with OutputFolder(out, force=a.force, numbered=not a.out, flag='--out') as o:   # checked and made before compute
             res = Clusterer(a.by, a.k, words=words, template=a.template, object_word=a.object, method=a.method,
