@@ -81,6 +81,26 @@ def summarize(datasets: list[str], results_dir='results') -> pd.DataFrame:
 # %% ../nbs/07_cli.ipynb #07f07efc
 SECRET_WORDS = ('key', 'token', 'secret', 'password', 'passwd', 'credential')
 
+def _secret_refusal(name: str) -> str:
+    return (f"-p {name}: refused, it looks like a secret (its value is not shown); secrets are read from the environment "
+            "only (OPENAI_API_KEY), never passed as parameters (papermill writes parameters into the executed notebook)")
+
+def _secret_param(argv: list[str]) -> str | None:
+    "The name of the first `-p`/`--param` whose name looks like a secret, found before argparse sees (and echoes) its value."
+    for i, x in enumerate(argv):
+        v = (argv[i + 1] if i + 1 < len(argv) else '') if x in ('-p', '--param') else \
+            x[len('--param='):] if x.startswith('--param=') else x[2:] if x.startswith('-p') and len(x) > 2 else None
+        if v is not None and any(w in v.split('=', 1)[0].lower() for w in SECRET_WORDS): return v.split('=', 1)[0].strip()
+    return None
+
+class _Parser(argparse.ArgumentParser):
+    "argparse whose error messages never repeat an API key (`sk-...`, or the one in OPENAI_API_KEY) from the command line."
+    def error(self, message):
+        import re
+        k = os.environ.get('OPENAI_API_KEY') or ''
+        if len(k) >= 4: message = message.replace(k, '***')
+        super().error(re.sub(r'sk-[A-Za-z0-9_\-]{4,}', '***', message))
+
 class UsageError(ValueError):
     "A command-line argument the command refuses (unknown parameter, a secret, seeds < 1); exit code 2."
 
@@ -96,9 +116,7 @@ def _parse_params(items: list[str], known: list[str] | None = None) -> dict:
         if '=' not in it: raise UsageError(f"-p expects KEY=VALUE, got {it!r}")
         k, v = it.split('=', 1)
         k = k.strip()
-        if any(w in k.lower() for w in SECRET_WORDS):
-            raise UsageError(f"-p {k}=...: refused, it looks like a secret; secrets are read from the environment only "
-                             "(OPENAI_API_KEY), never passed as parameters (papermill writes parameters into the executed notebook)")
+        if any(w in k.lower() for w in SECRET_WORDS): raise UsageError(_secret_refusal(k))
         if known is not None and k not in known:
             import difflib
             near = difflib.get_close_matches(k, known, n=1)
@@ -166,7 +184,10 @@ def cmd_list(a) -> int:
     return 0
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser('multiclust', description='User-customized multiple clustering of images.')
+    argv = sys.argv[1:] if argv is None else list(argv)
+    secret = _secret_param(argv)
+    if secret is not None: print(f"multiclust: error: {_secret_refusal(secret)}", file=sys.stderr); return 2
+    p = _Parser('multiclust', description='User-customized multiple clustering of images.')
     sub = p.add_subparsers(dest='cmd', required=True)
     def common(q):
         q.add_argument('--data-root', help='folder holding <dataset>/labels.csv (default: $MULTICLUST_DATA)')
@@ -197,3 +218,8 @@ def main(argv=None) -> int:
         return a.fn(a)
     except (DataError, FileNotFoundError, UsageError) as e:
         print(f"multiclust: error: {e}", file=sys.stderr); return 2
+    except KeyboardInterrupt:
+        print("multiclust: interrupted; nothing half-written is left: an output folder appears only when its run has "
+              "finished, finished results rows and cached features are kept, so running the command again goes on",
+              file=sys.stderr)
+        return 130

@@ -123,6 +123,11 @@ class Encoder(nn.Module):
         hit = ids == self.star_id
         missing = (~hit.any(1)).nonzero().flatten().tolist()
         if missing:
+            cut = [prompts[i] for i in missing if self.star_token in prompts[i]] if prompts is not None else []
+            if cut:                                    # the '*' is there, the tokenizer's context cut it off
+                raise PromptError(f"prompt longer than encoder {self.name!r}'s context of {ids.shape[1]} tokens (its start "
+                                  f"and end tokens included), so its '{self.star_token}' was cut off: {cut[0]!r}"
+                                  + (f" (and {len(cut)-1} more)" if len(cut) > 1 else '') + ". Shorten the prompt or the words.")
             which = [prompts[i] for i in missing] if prompts is not None else [f'row {i}' for i in missing]
             raise PromptError(f"prompt without a '{self.star_token}' placeholder: {which[0]!r}"
                               + (f" (and {len(which)-1} more)" if len(which) > 1 else '')

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_cluster.ipynb #7bf36a44
 from __future__ import annotations
-import argparse, base64, hashlib, html, io, json, os, sys, time
+import argparse, base64, hashlib, html, io, json, os, sys, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -15,32 +15,47 @@ import torch
 
 from .data import IMAGE_EXTS, Dataset, DataError, cache_root, extract_features
 from .clip import open_image, ImageDecodeError, load_encoder, PromptError, resolve_device, OFFLINE_CAN_SEE
-from .core import ClusterResult, check_k, check_features, kmeans
-from .report import atomic_write_text
+from .core import ClusterResult, check_k, check_features, kmeans, default_template
+from .report import atomic_write_text, atomic_write_file, OutputFolder
 
 # %% auto #0
-__all__ = ['K_MAX', 'DEFAULT_METHOD', 'scan_images', 'k_range', 'choose_k', 'default_template', 'word_weights', 'name_clusters',
+__all__ = ['SCAN_VERSION', 'K_MAX', 'DEFAULT_METHOD', 'scan_images', 'k_range', 'choose_k', 'word_weights', 'name_clusters',
            'read_labels', 'Clusterer', 'cluster', 'add_cluster_parser', 'cmd_cluster']
 
 # %% ../nbs/08_cluster.ipynb #f441b01f
-def _signature(root: Path, paths: list[str]) -> str:
-    h = hashlib.sha256(str(root.resolve()).encode())
-    for p in paths:
-        st = (root / p).stat()
-        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:32]
+SCAN_VERSION = 2          # bump when what decodes changes (v2: keyed by content, not by size and mtime)
+
+def _walk(root: Path) -> tuple[list[str], list[dict]]:
+    "Image paths under `root` (sorted, relative) and what was not searched: hidden files/folders, symlinked folders."
+    paths, left = [], []
+    for d, dirs, files in os.walk(root, followlinks=False):
+        rel = Path(d).relative_to(root)
+        for x in sorted(dirs):
+            if x.startswith('.'): left.append({'path': (rel / x).as_posix(), 'reason': "hidden folder (name starts with '.'): not searched"})
+            elif os.path.islink(os.path.join(d, x)):
+                left.append({'path': (rel / x).as_posix(), 'reason': 'symlinked folder: not followed (pass its target as a folder of its own)'})
+        dirs[:] = [x for x in dirs if not x.startswith('.') and not os.path.islink(os.path.join(d, x))]
+        for f in files:
+            if Path(f).suffix.lower() not in IMAGE_EXTS or not os.path.isfile(os.path.join(d, f)): continue
+            if f.startswith('.'): left.append({'path': (rel / f).as_posix(), 'reason': "hidden file (name starts with '.'): skipped"})
+            else: paths.append((rel / f).as_posix())
+    return sorted(paths), sorted(left, key=lambda x: x['path'])
 
 def scan_images(folder, progress: bool = False) -> tuple[Dataset, list[dict]]:
     '''Every image under `folder` (recursive, the extensions in `IMAGE_EXTS`, any case, sorted paths) as an
-    unlabelled `Dataset`, and the files skipped because they do not decode (`[{path, reason}]`). The decode check
-    runs once per set of files (by path, size and mtime) and is remembered under `$MULTICLUST_CACHE/scans`.'''
+    unlabelled `Dataset`, and what was skipped (`[{path, reason}]`): files that do not decode, then hidden files and
+    folders and symlinked folders. The decode check runs once per set of files, keyed by their content (as the
+    feature cache is), and is remembered under `$MULTICLUST_CACHE/scans`.'''
     root = Path(folder).expanduser()
     if not root.exists(): raise DataError(f"{root}: no such folder")
     if not root.is_dir(): raise DataError(f"{root}: not a folder (pass a folder of images, or a list of paths in Python)")
-    paths = sorted(str(p.relative_to(root).as_posix()) for p in root.rglob('*')
-                   if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not any(q.startswith('.') for q in p.relative_to(root).parts))
-    if not paths: raise DataError(f"{root}: no image files found (looked recursively for {', '.join(sorted(IMAGE_EXTS))})")
-    memo = cache_root() / 'scans' / f"{_signature(root, paths)}.json"
+    paths, left = _walk(root)
+    if not paths: raise DataError(f"{root}: no image files found (looked recursively for {', '.join(sorted(IMAGE_EXTS))})"
+                                  + (f"; not searched: {', '.join(x['path'] for x in left[:5])}" if left else ''))
+    name = root.resolve().name or 'images'
+    full = Dataset(root, paths, {}, name=name)                # its content hashes are kept for the feature cache
+    key = hashlib.sha256(f"{SCAN_VERSION}\0{full.file_signature()}".encode()).hexdigest()[:32]
+    memo = cache_root() / 'scans' / f"{key}.json"
     bad = None
     if memo.is_file():
         try: bad = json.loads(memo.read_text())['skipped']
@@ -55,7 +70,7 @@ def scan_images(folder, progress: bool = False) -> tuple[Dataset, list[dict]]:
     skip = {b['path'] for b in bad}
     ok = [p for p in paths if p not in skip]
     if not ok: raise DataError(f"{root}: none of the {len(paths)} image file(s) can be read, e.g. {bad[0]['reason']}")
-    return Dataset(root, ok, {}, name=root.resolve().name or 'images'), bad
+    return (full if not bad else Dataset(root, ok, {}, name=name)), bad + left
 
 def _as_dataset(images, progress: bool = False) -> tuple[Dataset, list[dict]]:
     "A folder, a list of image paths, or a list of PIL images -> (unlabelled Dataset, skipped files)."
@@ -70,9 +85,7 @@ def _as_dataset(images, progress: bool = False) -> tuple[Dataset, list[dict]]:
         d = cache_root() / 'pil' / h.hexdigest()[:24]
         names = [f"{i:06d}.png" for i in range(len(items))]
         if not all((d / n).is_file() for n in names):
-            d.mkdir(parents=True, exist_ok=True)
-            for n, im in zip(names, items):
-                tmp = d / f".{n}.tmp.png"; im.convert('RGB').save(tmp); os.replace(tmp, d / n)
+            for n, im in zip(names, items): atomic_write_file(d / n, lambda t, im=im: im.convert('RGB').save(t, format='PNG'))
         return Dataset(d, names, {}, name='images'), []
     if not all(isinstance(x, (str, os.PathLike)) for x in items):
         raise DataError("images must be a folder, a list of image paths or a list of PIL images")
@@ -112,10 +125,6 @@ def choose_k(X, ks: Sequence[int], seed: int = 0, n_init: int = 10, sample: int 
 
 # %% ../nbs/08_cluster.ipynb #7a024778
 DEFAULT_METHOD = 'multisub'
-
-def default_template(concept: str, object_word: str = 'photo') -> str:
-    "The paper's prompt pattern: 'a {object} with the {concept} of *' (e.g. 'a car with the color of *')."
-    return f"a {object_word} with the {concept} of *"
 
 def _clustered(res: ClusterResult, name: str) -> np.ndarray | None:
     "The embedding a method's own k-means ran on (None for a method without one, e.g. zero-shot)."
@@ -192,6 +201,10 @@ def read_labels(csv_path, paths: list[str], concept: str) -> np.ndarray:
     missing = [p for p in paths if p not in lab]
     if missing: raise DataError(f"{csv_path}: {len(missing)} clustered image(s) have no row, e.g. {missing[:3]}")
     classes = sorted({lab[p] for p in paths})
+    if len(classes) < 2: raise DataError(f"{csv_path}: column {col!r} has a single class {classes[0]!r}: nothing to score against")
+    if len(classes) == len(paths) and len(paths) > 2:
+        raise DataError(f"{csv_path}: column {col!r} gives every image a label of its own ({len(paths)} classes): NMI "
+                        "against it is 1 for K = N by construction, so it scores nothing")
     return np.array([classes.index(lab[p]) for p in paths])
 
 class Clusterer:
@@ -229,6 +242,7 @@ class Clusterer:
             feats = check_features(enc, images)
             ds, skipped = Dataset('.', [f"#{i}" for i in range(len(feats))], {}, name='features'), []
         else: ds, skipped = _as_dataset(images, self.progress)
+        truth = None if self.labels is None else read_labels(self.labels, ds.paths, self.by)   # before any compute
         template = self.template or default_template(self.by, self.object_word)
         from multiclust.proxy import check_template, reference_embeddings
         check_template(enc, template)
@@ -260,10 +274,9 @@ class Clusterer:
         self.words_, self.word_source_, self.word_note_, self.template_ = list(rw.words), rw.source, rw.note, template
         self.dataset_, self.skipped_, self.paths_ = (None if given else ds), skipped, list(ds.paths)
         self.metrics_ = None
-        if self.labels is not None:
+        if truth is not None:
             from multiclust.metrics import evaluate
-            self.metrics_ = {m: float(v) for m, v in evaluate(read_labels(self.labels, ds.paths, concept), res.labels).items()
-                             if np.isscalar(v)}
+            self.metrics_ = {m: float(v) for m, v in evaluate(truth, res.labels).items() if np.isscalar(v)}
         self.info_ = {'method': self.method, 'concept': concept, 'template': template, 'object_word': self.object_word,
                       'k': int(k), 'k_chosen_by': how,
                       'k_rule': None if how == 'given' else {'rule': 'largest silhouette of k-means on the clustered '
@@ -320,8 +333,7 @@ def _gallery(self: Clusterer, path=None, per_row: int = 8, size: int = 96):
                  f"{self.method}, encoder {enc}", fontsize=10)
     fig.tight_layout()
     if path is not None:
-        path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.png"); fig.savefig(tmp, dpi=100); os.replace(tmp, path); plt.close(fig)
+        atomic_write_file(path, lambda tmp: fig.savefig(tmp, dpi=100, format='png')); plt.close(fig)
     return fig
 
 def _html(self: Clusterer, per_cluster: int = 24, size: int = 128) -> str:
@@ -347,15 +359,20 @@ def _html(self: Clusterer, per_cluster: int = 24, size: int = 128) -> str:
         parts.append("<h2>Skipped files</h2><ul>" + ''.join(f"<li>{e(s['path'])}: {e(s['reason'])}</li>" for s in self.skipped_) + "</ul>")
     return ''.join(parts) + "</body></html>\n"
 
-def _save(self: Clusterer, out) -> Path:
-    "Write assignments.csv, clusters.json, gallery.png and gallery.html into `out` (each atomically)."
-    out = Path(out).expanduser(); out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / 'assignments.csv', self.assignments.to_csv(index=False))
-    atomic_write_text(out / 'clusters.json', json.dumps(_jsonable(self.info_), indent=1) + '\n')
+def _write(self: Clusterer, folder: Path):
+    "Write assignments.csv, clusters.json, gallery.png and gallery.html into `folder` (a run's private folder)."
+    atomic_write_text(folder / 'assignments.csv', self.assignments.to_csv(index=False))
+    atomic_write_text(folder / 'clusters.json', json.dumps(_jsonable(self.info_), indent=1) + '\n')
     if self.dataset_ is not None:                            # fitted on features: no pictures to write
-        self.gallery(out / 'gallery.png')
-        atomic_write_text(out / 'gallery.html', _html(self))
-    return out
+        self.gallery(folder / 'gallery.png')
+        atomic_write_text(folder / 'gallery.html', _html(self))
+
+def _save(self: Clusterer, out, force: bool = False) -> Path:
+    '''Write the outputs into `out` as one set (`OutputFolder`): refused if `out` already holds files, unless
+    `force=True` replaces it whole. Returns the folder written (another, numbered, if `out` appeared meanwhile).'''
+    with OutputFolder(out, force=force) as o: _write(self, o.tmp)
+    if o.note: warnings.warn(o.note)
+    return o.path
 
 Clusterer.gallery, Clusterer.html, Clusterer.save = _gallery, _html, _save
 
@@ -381,35 +398,53 @@ def add_cluster_parser(sub) -> argparse.ArgumentParser:
     c.add_argument('--seed', type=int, default=0)
     c.add_argument('--quick', action='store_true', help="the method's quick budgets")
     c.add_argument('--labels', help='optional CSV path,<concept>: also score the clustering (NMI/RI/ARI/ACC)')
-    c.add_argument('--out', help='output folder (default: ./multiclust-<folder>-<concept>/)')
+    c.add_argument('--out', help='output folder (default: ./multiclust-<folder>-<concept>/, numbered -2, -3, ... if taken)')
+    c.add_argument('--force', action='store_true', help='replace an existing --out as a whole (default: refuse)')
     c.add_argument('--no-progress', action='store_true')
     c.set_defaults(fn=cmd_cluster)
     return c
 
+def _path_part(s: str) -> str:
+    "`s` made safe as one part of a file name: no separators, no leading dot (so never '..' or hidden)."
+    s = ''.join('_' if ch in '/\\\0' or ord(ch) < 32 else ch for ch in s.strip())
+    return s.lstrip('.') or '_'
+
 def cmd_cluster(a) -> int:
     "Run `multiclust cluster`: print the clusters and where the outputs went."
-    words = None if a.words is None else [w for w in a.words.split(',') if w.strip()]
+    if not a.by.strip(): raise DataError("--by: give a concept word, such as --by color")
+    words = None if a.words is None else [w.strip() for w in a.words.split(',') if w.strip()]
+    if words is not None and len(set(words)) < 2: raise DataError(f"--words: need at least 2 distinct words, comma separated, got {a.words!r}")
     if a.k is not None and a.k < 2: raise DataError(f"--k {a.k}: need at least 2 clusters")
+    folder = Path(a.folder).expanduser().resolve().name or 'images'
+    out = Path(a.out) if a.out else Path.cwd() / f"multiclust-{_path_part(folder)}-{_path_part(a.by.replace(' ', '_'))}"
     try:
         res = Clusterer(a.by, a.k, words=words, template=a.template, object_word=a.object, method=a.method,
                         encoder=a.encoder, device=a.device, seed=a.seed, quick=a.quick, labels=a.labels,
-                        progress=not a.no_progress)
-        enc = res._encoder()
-        print(f"encoder {enc.name} on {enc.device}" + (f": {enc.note}" if enc.note else ''), flush=True)
-        if enc.name == 'offline': print(f"NOTE: {OFFLINE_CAN_SEE}.", flush=True)   # said before the work, not after
-        res.fit(a.folder)
-    except (ValueError, PromptError) as e:
+                        progress=not a.no_progress)              # a bad --device is refused here, before anything
+        with OutputFolder(out, force=a.force, numbered=not a.out, flag='--out') as o:   # checked and made before compute
+            enc = res._encoder()
+            print(f"encoder {enc.name} on {enc.device}" + (f": {enc.note}" if enc.note else ''), flush=True)
+            if enc.name == 'offline': print(f"NOTE: {OFFLINE_CAN_SEE}.", flush=True)   # said before the work, not after
+            res.fit(a.folder)
+            _write(res, o.tmp)
+    except (ValueError, PromptError, OSError) as e:
+        if isinstance(e, FileNotFoundError): raise
         raise DataError(str(e)) from None
-    folder = Path(a.folder).expanduser().resolve().name or 'images'
-    out = Path(a.out) if a.out else Path.cwd() / f"multiclust-{folder}-{a.by.strip().replace(' ', '_')}"
-    res.save(out)
+    out = o.path
     i = res.info_
     print(f"{i['n_images']} images by {a.by!r}: K={i['k']} ({i['k_chosen_by']}), method {i['method']}, "
           f"encoder {i['encoder'].get('encoder')}, words from {i['word_source']}")
     for c in i['clusters']: print(f"  {c['cluster']:>3}  {c['size']:>5}  {c['name']}")
-    if i['skipped']:
-        print(f"skipped {len(i['skipped'])} unreadable file(s):")
-        for s in i['skipped']: print(f"  {s['path']}: {s['reason']}")
+    unread = [s for s in i['skipped'] if 'not searched' not in s['reason'] and 'not followed' not in s['reason']
+              and 'hidden file' not in s['reason']]
+    if unread:
+        print(f"skipped {len(unread)} unreadable file(s):")
+        for s in unread: print(f"  {s['path']}: {s['reason']}")
+    rest = [s for s in i['skipped'] if s not in unread]
+    if rest:
+        print(f"not searched: {len(rest)} hidden or symlinked item(s):")
+        for s in rest: print(f"  {s['path']}: {s['reason']}")
     if i['metrics']: print('scored against', a.labels, ':', ', '.join(f"{m}={v:.3f}" for m, v in i['metrics'].items()))
+    if o.note: print(o.note)
     print(f"wrote {out}/assignments.csv, clusters.json, gallery.png, gallery.html")
     return 0

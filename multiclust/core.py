@@ -13,7 +13,7 @@ import torch
 from .clip import Encoder, PromptError
 
 # %% auto #0
-__all__ = ['ClusterResult', 'check_k', 'check_features', 'kmeans', 'seeded', 'resolve_task']
+__all__ = ['ClusterResult', 'check_k', 'check_features', 'kmeans', 'seeded', 'default_template', 'resolve_task']
 
 # %% ../nbs/01c_core.ipynb #1e09ea74
 @dataclass
@@ -60,6 +60,8 @@ def check_k(k, n: int) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)): raise ValueError(f"K must be an integer, got {k!r}")
     if k < 2: raise ValueError(f"K={k}: need at least 2 clusters")
     if k > n: raise ValueError(f"K={k} is larger than the number of images ({n})")
+    if k == n: raise ValueError(f"K={k} equals the number of images: every image would be a cluster of its own, which "
+                                "any metric scores as perfect (NMI 1) and which groups nothing; choose a smaller K")
     return int(k)
 
 def check_features(encoder: Encoder, feats) -> torch.Tensor:
@@ -102,14 +104,17 @@ def seeded(seed: int, threads: int | None = None, device: str | torch.device | N
         torch.manual_seed(seed)
         yield torch.Generator().manual_seed(seed)
 
+def default_template(concept: str, object_word: str = 'photo') -> str:
+    "The paper's prompt pattern: 'a {object} with the {concept} of *' (e.g. 'a car with the color of *')."
+    return f"a {object_word} with the {concept} of *"
+
 def resolve_task(dataset, concept: str, k: int | None = None, template: str | None = None, root=None):
     "`(dataset, integer labels, template, K)` for a method's `fit`: the registry's template and class count unless given."
     from multiclust.data import Dataset, load_dataset
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, root=root)
     true = ds.label_ids(concept)                      # an unknown concept raises, listing the dataset's concepts
     spec = ds.concept_spec(concept)
-    template = template or (spec.template if spec is not None else None)
-    if template is None:
-        raise PromptError(f"dataset {ds.name!r} has no registered prompt for {concept!r}: pass template='a ... of *'")
+    template = template or (spec.template if spec is not None else
+                            default_template(concept, ds.spec.object_word if ds.spec is not None else 'photo'))
     k = ds.n_clusters(concept) if k is None else k
     return ds, true, template, check_k(k, len(ds))

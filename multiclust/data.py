@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 from .clip import open_image, ImageDecodeError
+from .core import default_template
 
 # %% auto #0
 __all__ = ['REGISTRY', 'IMAGE_EXTS', 'DATASET_SPEC_FILE', 'SYNTH_VERSION', 'SYNTH_COLORS', 'SYNTH_SHAPES', 'SYNTH_SIZES',
@@ -153,11 +154,14 @@ class Dataset:
         self.name = name or (spec.name if spec else self.root.name)
         self.columns = columns or {c: c for c in labels}
         self._classes = {c: sorted(set(v)) for c, v in self._labels.items()}
+        self.skipped_concepts: dict[str, str] = {}      # concept -> why it was left out (`from_folder(skip_bad_concepts=True)`)
 
     @classmethod
     def from_folder(cls, root, spec: DatasetSpec | None = None, name: str | None = None, validate: str = 'exists',
-                    min_classes: int = 2):
-        "Read and check `root/labels.csv`; see the validation notes above for `validate` ('none'|'exists'|'full')."
+                    min_classes: int = 2, skip_bad_concepts: bool = False):
+        '''Read and check `root/labels.csv`; see the validation notes above for `validate` ('none'|'exists'|'full').
+        `skip_bad_concepts`: a column with fewer than `min_classes` classes, or one class per image (K = N, which NMI
+        scores 1 by construction), is left out and its reason kept in `skipped_concepts`, instead of an error.'''
         if validate not in ('none', 'exists', 'full'):
             raise DataError(f"validate must be 'none', 'exists' or 'full', got {validate!r}")
         root = Path(root).expanduser()
@@ -179,7 +183,7 @@ class Dataset:
         for (ln, _), p in zip(body, paths):
             if p in seen: raise DataError(f"{csv_path}: line {ln}: path {p!r} repeats line {seen[p]}")
             seen[p] = ln
-        labels = {}
+        labels, skipped = {}, {}
         for cname, col in cols.items():
             j = header.index(col)
             vals = [r[j] for _, r in body]
@@ -189,11 +193,17 @@ class Dataset:
                 ln, p = empty[0]
                 raise DataError(f"{csv_path}: line {ln} (path {p!r}): empty value in column {col!r} "
                                 f"({len(empty)} empty cell(s) in that column)")
-            if len(set(vals)) < min_classes:
-                raise DataError(f"{csv_path}: column {col!r} (concept {cname!r}) has a single class {vals[0]!r}; "
-                                "a concept needs at least 2 clusters")
+            why = (f"column {col!r} (concept {cname!r}) has a single class {vals[0]!r}; a concept needs at least 2 clusters"
+                   if len(set(vals)) < min_classes else
+                   f"column {col!r} (concept {cname!r}) gives every image a class of its own ({len(vals)} classes for "
+                   f"{len(vals)} images): K = N, which NMI scores 1 by construction" if skip_bad_concepts and len(vals) > 2
+                   and len(set(vals)) == len(vals) else None)
+            if why and not skip_bad_concepts: raise DataError(f"{csv_path}: {why}")
+            if why: skipped[cname] = why; continue
             labels[cname] = vals
-        ds = cls(root, paths, labels, spec=spec, name=name, columns=cols)
+        if not labels: raise DataError(f"{csv_path}: no column can be clustered: " + '; '.join(skipped.values()))
+        ds = cls(root, paths, labels, spec=spec, name=name, columns={c: cols[c] for c in labels})
+        ds.skipped_concepts = skipped
         if validate != 'none': ds.check_files(decode=(validate == 'full'))
         if spec is not None:
             for c in ds.concepts:
@@ -260,10 +270,12 @@ class Dataset:
         return f"Dataset({self.name!r}, {len(self)} images, " + ", ".join(f"{c}: {k}" for c, k in self.counts().items()) + ")"
 
 # %% ../nbs/01_data.ipynb #8eb9da31
-def load_dataset(name_or_path, root=None, validate: str = 'exists', spec='auto', **synthetic_kw) -> Dataset:
+def load_dataset(name_or_path, root=None, validate: str = 'exists', spec='auto', skip_bad_concepts: bool = False,
+                 **synthetic_kw) -> Dataset:
     '''Load a dataset by registry name (under `root` or `$MULTICLUST_DATA`), or from a folder path.
     `'synthetic'` is generated into `root` (default: the cache) by `make_synthetic(**synthetic_kw)`.
-    `spec='auto'` uses the registry entry named like the folder; pass a `DatasetSpec` or None to override.'''
+    `spec='auto'` uses the registry entry named like the folder; pass a `DatasetSpec` or None to override.
+    `skip_bad_concepts`: see `Dataset.from_folder` (the reasons are in `skipped_concepts`).'''
     name = str(name_or_path)
     if name == 'synthetic': return make_synthetic(root=root, validate=validate, **synthetic_kw)
     if synthetic_kw: raise TypeError(f"unexpected arguments {sorted(synthetic_kw)} for dataset {name!r}")
@@ -287,7 +299,7 @@ def load_dataset(name_or_path, root=None, validate: str = 'exists', spec='auto',
     if spec == 'auto':
         spec = REGISTRY.get(p.resolve().name)
         if spec is None and (p/DATASET_SPEC_FILE).is_file(): spec = read_dataset_spec(p)
-    return Dataset.from_folder(p, spec=spec, validate=validate)
+    return Dataset.from_folder(p, spec=spec, validate=validate, skip_bad_concepts=skip_bad_concepts)
 
 DATASET_SPEC_FILE = 'multiclust.json'
 
@@ -316,7 +328,7 @@ def read_dataset_spec(folder) -> DatasetSpec:
         words = e.get('words')
         if words is not None and (not isinstance(words, list) or len([w for w in words if str(w).strip()]) < 2):
             raise DataError(f"{f}: concepts.{c}.words must be a list of at least 2 words, got {words!r}")
-        tpl = e.get('template') or f'a {obj} with the {c} of *'
+        tpl = e.get('template') or default_template(c, obj)
         if tpl.count('*') != 1: raise DataError(f"{f}: concepts.{c}.template must contain exactly one '*', got {tpl!r}")
         k = len({r[header.index(c)] for _, r in body})
         specs[c] = ConceptSpec(c, max(k, 2), tpl, words=[str(w).strip() for w in words if str(w).strip()] if words else None)

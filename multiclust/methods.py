@@ -13,7 +13,7 @@ import torch
 
 from .clip import Encoder, PromptError
 from .proxy import check_template
-from .core import ClusterResult, check_k, check_features
+from .core import ClusterResult, check_k, check_features, default_template
 from .baselines import kmeans_images, zeroshot, text_anchored, MultiMaP, prompt_word
 from .multisub import MultiSub
 
@@ -224,10 +224,8 @@ def run_method(name: str, encoder: Encoder, dataset, concept: str, seed: int = 0
     k = check_k(ds.n_clusters(concept) if k is None else k, len(ds))
     if m.needs_template:
         spec = ds.concept_spec(concept)
-        template = template or (spec.template if spec is not None else None)
-        if template is None:
-            raise PromptError(f"method {name!r}: dataset {ds.name!r} has no registered prompt for concept {concept!r}: "
-                              "pass template='a ... of *'")
+        template = template or (spec.template if spec is not None else      # a folder of one's own: the paper's pattern
+                                default_template(concept, ds.spec.object_word if ds.spec is not None else 'photo'))
         check_template(encoder, template)
     ws, source, n_base = _resolve_words(m, ds, concept, seed, words)
     t0 = time.perf_counter()

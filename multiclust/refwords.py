@@ -438,6 +438,19 @@ def user_reference_words(concept: str, object_word: str = "photo", words=None, n
             from multiclust.data import cache_root
             cache = Path(cache_root()) / "reference_words.json"
         obj = normalise_word(object_word).replace("/", " ") or "photo"
-        return reference_words(f"user-{obj.replace(' ', '-')}", concept, n, cache=cache, client=client,
-                               object_word=obj, tokenize_check=tokenize_check)
+        key, where = f"user-{obj.replace(' ', '-')}", _endpoint(client)
+        why = _LLM_DOWN.get(where)
+        if why is None:
+            try: return reference_words(key, concept, n, cache=cache, client=client, object_word=obj,
+                                        tokenize_check=tokenize_check)
+            except LLMError as e: why = _LLM_DOWN[where] = _redact(str(e), client).splitlines()[0][:300]
+        else:
+            entry = load_cache(cache)["entries"].get(f"{key}/{concept}")      # an earlier answer still serves
+            if entry is not None: return _entry_to_refwords(f"{key}/{concept}", entry, n, tokenize_check)
+        _log.warning("refwords: the LLM at %s failed (%s); using WordNet for %r", where, why, concept)
+        rw = wordnet_hyponyms(concept, n)
+        import dataclasses
+        return dataclasses.replace(rw, note=f"{rw.note}; WordNet because the LLM at {where} failed: {why}")
     return wordnet_hyponyms(concept, n)
+
+_LLM_DOWN: dict[str, str] = {}      # endpoint -> why it failed: not asked again by this process

@@ -4,30 +4,108 @@
 
 # %% ../nbs/06_report.ipynb #73cedf42
 from __future__ import annotations
-import contextlib, json, os, tempfile, time
+import contextlib, errno, json, os, shutil, tempfile, time
 from pathlib import Path
 import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['ROW_COLUMNS', 'ROW_KEY', 'atomic_write_text', 'rows_frame', 'save_results', 'load_results', 'row_key', 'results_lock',
-           'archive_results', 'upsert_results', 'mean_std', 'fmt_pm', 'pivot_mean_std', 'save_fig', 'bar_figure',
-           'contingency_figure', 'tsne_figure', 'line_figure', 'gallery_figure']
+__all__ = ['ROW_COLUMNS', 'ROW_KEY', 'atomic_write_file', 'atomic_write_text', 'OutputFolder', 'rows_frame', 'save_results',
+           'load_results', 'row_key', 'results_lock', 'archive_results', 'upsert_results', 'mean_std', 'fmt_pm',
+           'pivot_mean_std', 'save_fig', 'bar_figure', 'contingency_figure', 'tsne_figure', 'line_figure',
+           'gallery_figure']
 
-# %% ../nbs/06_report.ipynb #d04584c0
-ROW_COLUMNS = ['dataset', 'section', 'method', 'variant', 'concept', 'seed', 'k', 'nmi', 'ri', 'ari', 'acc',
-               'runtime_s', 'encoder', 'weights', 'word_source', 'status', 'note']
+# %% ../nbs/06_report.ipynb #a7cb4bde
+def _file_mode(directory: bool = False) -> int:
+    "The mode `open()`/`mkdir()` would give: 0666 (0777 for a folder) less the process umask."
+    um = os.umask(0); os.umask(um)
+    return (0o777 if directory else 0o666) & ~um
 
-def atomic_write_text(path: str | os.PathLike, text: str):
-    "Write `text` to `path` through a temporary file in the same folder and an atomic rename."
+def atomic_write_file(path: str | os.PathLike, write) -> Path:
+    """Write `path` whole or not at all: `write(tmp)` writes a temporary file in the same folder (a unique name),
+    which gets the umask's mode and is renamed over `path`. Returns `path`."""
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp'); os.close(fd)
     try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f: f.write(text)
+        write(tmp)
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp): os.unlink(tmp)
         raise
+    return path
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    "Write `text` (UTF-8) to `path` through `atomic_write_file`."
+    def w(tmp):
+        with open(tmp, 'w', encoding='utf-8') as f: f.write(text)
+    return atomic_write_file(path, w)
+
+def _free_numbered(out: Path) -> Path:
+    "`out` if it does not exist (or is an empty folder), else the first free `out-2`, `out-3`, ..."
+    def free(p): return not p.exists() or (p.is_dir() and not p.is_symlink() and not any(p.iterdir()))
+    if free(out): return out
+    i = 2
+    while not free(out.with_name(f"{out.name}-{i}")): i += 1
+    return out.with_name(f"{out.name}-{i}")
+
+class OutputFolder:
+    """A run's output folder, made to appear whole: files are written into `tmp` (a private folder beside `out`,
+    made at construction) and `tmp` is renamed to `out` on a clean exit of the `with` block, removed on any error.
+    An existing non-empty `out`: `FileExistsError` unless `force` (replace it whole) or `numbered` (take `out-2`, ...).
+    After the block, `path` is where the files are and `note` says if it is not the `out` asked for."""
+    def __init__(self, out: str | os.PathLike, force: bool = False, numbered: bool = False, flag: str = 'out'):
+        out = Path(out).expanduser()
+        self.asked, self.force, self.numbered, self.note = out, bool(force), bool(numbered), ''
+        if out.exists() and not out.is_dir():
+            raise FileExistsError(f"{flag} {out}: exists and is not a folder; name a folder (it is created if missing)")
+        if numbered and not force: out = _free_numbered(out)
+        elif out.is_dir() and any(out.iterdir()) and not force:
+            raise FileExistsError(f"{flag} {out}: already holds files (an earlier run?); nothing was changed. Choose another "
+                                  f"folder, or replace it as a whole with --force (force=True in Python)")
+        self.path = out
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+        except OSError as e:
+            raise PermissionError(f"{flag} {out}: cannot write in {out.parent} ({e.strerror or e}); choose a folder you can "
+                                  "write to") from None
+
+    def __enter__(self) -> 'OutputFolder': return self
+
+    def __exit__(self, et, ev, tb):
+        if et is not None: self.discard(); return False
+        self.commit(); return False
+
+    def discard(self):
+        "Remove the private folder (the run failed or was interrupted): `out` is left as it was."
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def commit(self) -> Path:
+        "Rename the private folder to `path` (see the class's rules); returns `path`."
+        os.chmod(self.tmp, _file_mode(directory=True))
+        aside = []
+        for _ in range(100):
+            try: os.rename(self.tmp, self.path); break
+            except OSError as e:
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR): self.discard(); raise
+                if self.force:                         # move the old set aside whole, then try again
+                    a = self.path.with_name(f".{self.path.name}.old-{os.getpid()}-{len(aside)}-{time.time_ns()}")
+                    try: os.rename(self.path, a); aside.append(a)
+                    except FileNotFoundError: pass
+                else:                                  # it appeared while we ran: keep both, say so
+                    was, self.path = self.path, _free_numbered(self.path)
+                    self.note = f"{was} was written by another run while this one ran; this run's files are in {self.path}"
+        else:
+            raise RuntimeError(f"could not move {self.tmp} to {self.path}: it kept being replaced; the files are in {self.tmp}")
+        for a in aside: shutil.rmtree(a, ignore_errors=True)
+        if self.path != self.asked and not self.note:
+            self.note = f"{self.asked} already holds files; this run's files are in {self.path}"
+        return self.path
+
+# %% ../nbs/06_report.ipynb #d04584c0
+ROW_COLUMNS = ['dataset', 'section', 'method', 'variant', 'concept', 'seed', 'k', 'nmi', 'ri', 'ari', 'acc',
+               'runtime_s', 'encoder', 'weights', 'word_source', 'status', 'note']
 
 def rows_frame(rows: list[dict]) -> pd.DataFrame:
     "Rows (dicts) as a DataFrame with the schema's columns first; unknown keys are kept after them."
@@ -138,9 +216,7 @@ def _plt():
 
 def save_fig(fig, path: str | os.PathLike) -> Path:
     "Save a figure atomically (PNG) and close it."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.stem}.tmp.png')
-    fig.savefig(tmp, dpi=120, bbox_inches='tight'); os.replace(tmp, path)
+    path = atomic_write_file(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches='tight', format='png'))
     _plt().close(fig)
     return path
 

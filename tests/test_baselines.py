@@ -129,9 +129,9 @@ def test_concept_without_reference_words(enc, syn, tmp_path, monkeypatch):
     assert run_method('zeroshot-label', enc, syn, 'color').word_source == 'true-labels (oracle)'
 
 
-def test_folder_dataset_needs_template_and_words(enc, syn):
+def test_folder_dataset_needs_words_and_gets_the_default_template(enc, syn):
     mine = Dataset(syn.root, syn.paths, {'tint': syn.labels('color')}, name='mine')
-    with pytest.raises(PromptError, match="no registered prompt for concept 'tint'"):
+    with pytest.raises(MissingWords, match="dataset 'mine', concept 'tint'"):       # no template is not the problem
         run_method('multimap', enc, mine, 'tint')
     with pytest.raises(MissingWords, match="dataset 'mine', concept 'tint'"):
         run_method('multimap', enc, mine, 'tint', template='a shape of *')
