@@ -370,7 +370,7 @@ def _fit_features(self: MultiDProxy, feats, template: str, candidates: Sequence[
         n0, rounds = candidate_budget(M, self.epochs, self.prune_every, len(words))
         final = M
     capped = self.dynamic and self.start == 'budget' and n0 < M * 2 ** rounds
-    words = words[:n0]
+    n_given, words = len(words), words[:n0]
     true = None if true_labels is None else np.asarray(true_labels)
     if true is not None and len(true) != N: raise ValueError(f"true_labels has {len(true)} entries for {N} images")
     dev = enc.image_projection.weight.device if hasattr(enc.image_projection, 'weight') else \
@@ -474,7 +474,7 @@ def _fit_features(self: MultiDProxy, feats, template: str, candidates: Sequence[
     embeddings = dict(fused=cpu(X), proxy=cpu(emb['w']), alpha=cpu(emb['a']), lam=cpu(emb['lam']),
                       image=cpu(emb['v']), candidates=cpu(model.proxies.C), pseudo_labels=pseudo.numpy())
     npc = int(len(np.unique(pseudo.numpy())))
-    params = {**self.params, 'M': M, 'template': template, 'n_candidates_start': n0, 'n_candidates_final': len(kept),
+    params = {**self.params, 'M': M, 'template': template, 'n_candidates_given': n_given, 'n_candidates_start': n0, 'n_candidates_final': len(kept),
               'candidates_capped': capped, 'prune_rounds': rounds, 'prune_to': final, 'kept_words': kept, 'n_images': N,
               'threads_used': nthreads, 'score_relative_loss': score, 'n_pseudo_clusters': npc, 'device': str(dev)}
     res = ClusterResult(self.method, dataset, concept, k, self.seed, labels, embeddings, hist, enc.describe(),
