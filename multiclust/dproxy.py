@@ -18,9 +18,10 @@ from .core import ClusterResult, check_k, check_features, kmeans, resolve_task, 
 from .multisub import MIN_GAIN          # the same 'no longer improving' threshold as Multi-Sub's
 
 # %% auto #0
-__all__ = ['candidate_embeddings', 'CandidateProxies', 'CrossAttention', 'GatedCrossModalFusion', 'alpha_schedule',
-           'beta_schedule', 'user_interest_loss', 'concept_contrastive_loss', 'dproxy_loss', 'candidate_budget',
-           'score_candidates', 'prune_candidates', 'proxy_shift', 'DProxyModel', 'MultiDProxy', 'fit_dproxy_features']
+__all__ = ['ALIGN', 'USER_INTEREST', 'CONCEPT_ON', 'WEIGHTS', 'candidate_embeddings', 'CandidateProxies', 'CrossAttention',
+           'GatedCrossModalFusion', 'alpha_schedule', 'beta_schedule', 'user_interest_loss', 'concept_contrastive_loss',
+           'nearest_word_loss', 'dproxy_loss', 'candidate_budget', 'score_candidates', 'prune_candidates',
+           'proxy_shift', 'DProxyModel', 'MultiDProxy', 'fit_dproxy_features']
 
 # %% ../nbs/04_dynamic_proxies.ipynb #b235179f
 def _check_words(words) -> list[str]:
@@ -42,16 +43,16 @@ def candidate_embeddings(encoder: Encoder, template: str, words: Sequence[str], 
     words = _check_words(words)
     prompts = [template.replace('*', w) for w in words]
     C = torch.cat([encoder.encode_text(prompts[i:i + batch_size]) for i in range(0, len(prompts), batch_size)])
-    return F.normalize(C.detach().float().cpu(), dim=-1)
+    return F.normalize(C.detach().float(), dim=-1)
 
 class CandidateProxies(nn.Module):
     "Per-image queries $w'_i$ -> attention $\\alpha_i$ over the active candidates -> proxies $w_i=\\sum_k\\alpha_{ik}c_k$."
-    def __init__(self, C: torch.Tensor, init: torch.Tensor, tau: float = 0.01):
+    def __init__(self, C: torch.Tensor, init: torch.Tensor, tau: float = 0.01, normalize: bool = True):
         super().__init__()
         if tau <= 0: raise ValueError(f"tau_alpha must be > 0, got {tau}")
         self.register_buffer('C_all', F.normalize(C.detach().clone(), dim=-1))
-        self.q = nn.Parameter(init.detach().clone())
-        self.tau = tau
+        self.q = nn.Parameter(init.detach().clone().float())
+        self.tau, self.normalize = tau, normalize
         self.active = list(range(len(C)))          # indices into C_all of the current candidates
 
     @property
@@ -61,7 +62,7 @@ class CandidateProxies(nn.Module):
         "$\\alpha$ `(b, M)`: rows sum to 1 over the current candidates (or over `C`)."
         q = self.q if idx is None else self.q[idx]
         C = self.C if C is None else C
-        return torch.softmax(F.normalize(q, dim=-1) @ C.T / self.tau, -1)
+        return torch.softmax((F.normalize(q, dim=-1) if self.normalize else q) @ C.T / self.tau, -1)
 
     def forward(self, idx=None, C: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         "(`alpha`, proxies `w`)."
@@ -142,12 +143,30 @@ def concept_contrastive_loss(f: torch.Tensor, C: torch.Tensor, y: torch.Tensor, 
     neg = s.scatter(1, y[:, None], float('-inf')).topk(min(max(int(hard), 1), C.shape[0] - 1), dim=1).values
     return (torch.logsumexp(torch.cat([pos, neg], 1), 1) - pos[:, 0]).mean()
 
-def dproxy_loss(f, v, w, a, C, t: int, epochs: int, tau_c: float = 0.1, hard: int = 4) -> tuple[torch.Tensor, dict]:
-    "$\\mathcal L=\\mathcal L_a+\\alpha(t)\\mathcal L_u+\\beta(t)\\mathcal L_c$; returns (loss, parts as floats)."
-    La = alignment_loss(v, f)
-    Lu = user_interest_loss(w, C)
-    Lc = concept_contrastive_loss(f, C, a.argmax(1).detach(), tau_c, hard)
-    at, bt = alpha_schedule(t, epochs), beta_schedule(t, epochs)
+def nearest_word_loss(w: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+    "$\\mathcal L_u$ (ours, v2): $1-\\max_k\\cos(w_i,c_k)$ averaged: each proxy kept near one of the candidate words."
+    return (1 - (F.normalize(w, dim=-1) @ F.normalize(C, dim=-1).T).max(1).values).mean()
+
+ALIGN, USER_INTEREST, CONCEPT_ON, WEIGHTS = ('proxy', 'fused-image'), ('nearest', 'centroid', None), ('image', 'fused', None), ('constant', 'schedule')
+
+def dproxy_loss(f, v, w, a, C, t: int, epochs: int, tau_c: float = 0.1, hard: int = 4, *, align: str = 'proxy',
+                user_interest: str | None = 'nearest', concept_on: str | None = 'image', weights: str = 'constant',
+                w_u: float = 0.1, w_c: float = 0.1, fused: bool = True) -> tuple[torch.Tensor, dict]:
+    """$\\mathcal L=\\mathcal L_a+\\alpha\\mathcal L_u+\\beta\\mathcal L_c$; returns (loss, parts as floats).
+    `align='proxy'`: $1-\\cos(v_i,w_i)$ (+ $1-\\cos(f_i,\\mathrm{sg}(w_i))$ when `fused`); `'fused-image'` (v1): $1-\\cos(f_i,v_i)$.
+    `user_interest`: 'nearest' (v2), 'centroid' (v1) or None; `concept_on`: the image $v$ (v2), the fused $f$ (v1) or None.
+    `weights='constant'`: $\\alpha=w_u$, $\\beta=w_c$; `'schedule'` (v1): $\\alpha(t)$, $\\beta(t)$."""
+    if align == 'proxy':
+        La = alignment_loss(v, w)
+        if fused: La = La + alignment_loss(f, w.detach())
+    elif align == 'fused-image': La = alignment_loss(v, f)
+    else: raise ValueError(f"align must be one of {ALIGN}, got {align!r}")
+    zero = La.new_zeros(())
+    Lu = (nearest_word_loss(w, C) if user_interest == 'nearest' else user_interest_loss(w, C)
+          if user_interest == 'centroid' else zero)
+    Lc = (concept_contrastive_loss(v if concept_on == 'image' else f, C, a.argmax(1).detach(), tau_c, hard)
+          if concept_on in ('image', 'fused') else zero)
+    at, bt = (alpha_schedule(t, epochs), beta_schedule(t, epochs)) if weights == 'schedule' else (w_u, w_c)
     return La + at * Lu + bt * Lc, dict(La=float(La.detach()), Lu=float(Lu.detach()), Lc=float(Lc.detach()),
                                         alpha_t=at, beta_t=bt)
 
@@ -163,13 +182,13 @@ def candidate_budget(M: int, epochs: int, every: int, available: int) -> tuple[i
     return min(M * 2 ** rounds, available), rounds
 
 def _centres(X: torch.Tensor, labels: np.ndarray) -> torch.Tensor:
-    lab = torch.as_tensor(labels)
+    lab = torch.as_tensor(labels, device=X.device)
     return torch.stack([X[lab == j].mean(0) for j in lab.unique()])
 
 def score_candidates(proxies: torch.Tensor, C: torch.Tensor, M: int, seed: int = 0, score: str = 'mean',
                      n_init: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
     "(scores `(n,)` of the candidates `C` `(n, d)`, k-means centres of the `proxies` in `M` clusters)."
-    if score not in ('mean', 'max'): raise ValueError(f"score must be 'mean' or 'max', got {score!r}")
+    if score not in ('mean', 'max'): raise ValueError(f"score must be 'mean' or 'max' here ('mass' reads the attention), got {score!r}")
     m = min(M, len(proxies))
     with warnings.catch_warnings():            # identical proxies -> fewer distinct clusters: fine, we use the centres found
         warnings.filterwarnings('ignore', message='Number of distinct clusters')
@@ -194,7 +213,7 @@ def proxy_shift(proxies: CandidateProxies, keep: Sequence[int]) -> dict:
     a2, w2 = proxies(C=C[list(keep)])
     m = a[:, rem].sum(1)
     shift = (w - w2).norm(dim=1)
-    change = torch.cdist(C[rem], C[list(keep)]).max() if rem else torch.tensor(0.)
+    change = torch.cdist(C[rem], C[list(keep)]).max() if rem else torch.zeros((), device=C.device)
     cbar = (a[:, rem] @ C[rem]) / m.clamp_min(1e-30)[:, None]
     ident = (shift - m * (cbar - w2).norm(dim=1)).abs()
     return dict(mass=m, shift=shift, bound=m * change, candidate_change=float(change), identity_err=float(ident.max()),
@@ -202,41 +221,70 @@ def proxy_shift(proxies: CandidateProxies, keep: Sequence[int]) -> dict:
 
 # %% ../nbs/04_dynamic_proxies.ipynb #2b2c4a2d
 class DProxyModel(nn.Module):
-    "Queries + candidates + fusion: image embeddings `v` -> fused features."
+    """Queries + candidates + fusion: frozen features -> image embeddings `v` (through a trainable copy of the encoder's
+    projection when `projection` is given, else the frozen `v`) -> proxies -> fused features (or, `fusion=False`, the
+    plain concatenation [proxy; image])."""
     def __init__(self, v: torch.Tensor, C: torch.Tensor, tau_alpha: float, heads: int, layers: int, tau: float,
-                 gate_bias: float):
+                 gate_bias: float, query: str = 'image', projection: nn.Module | None = None, feats=None,
+                 fusion: bool = True):
         super().__init__()
-        self.register_buffer('v', F.normalize(v.detach(), dim=-1))
-        self.proxies = CandidateProxies(C, init=self.v, tau=tau_alpha)
+        if query not in ('image', 'uniform'): raise ValueError(f"query must be 'image' or 'uniform', got {query!r}")
+        self.register_buffer('v0', F.normalize(v.detach().float(), dim=-1))        # the pretrained image embeddings
+        self.projection = projection
+        if projection is not None: self.register_buffer('feats', feats.detach().float())
+        init = self.v0 if query == 'image' else torch.zeros_like(self.v0)           # v2: uniform attention at the start
+        self.proxies = CandidateProxies(C, init=init, tau=tau_alpha, normalize=query == 'image')
         self.fusion = GatedCrossModalFusion(v.shape[1], heads, layers, tau, gate_bias)
+        self.use_fusion = fusion
+
+    def image(self, idx=None) -> torch.Tensor:
+        if self.projection is None: return self.v0 if idx is None else self.v0[idx]
+        return F.normalize(self.projection(self.feats if idx is None else self.feats[idx]), dim=-1)
 
     def forward(self, idx=None) -> dict:
         C = self.proxies.C
         a, w = self.proxies(idx, C)
-        v = self.v if idx is None else self.v[idx]
-        V, T, gates = self.fusion(v[:, None], w[:, None], memory=C)
-        f, lam = self.fusion.fuse(V[:, 0], T[:, 0])
-        return dict(f=f, lam=lam[:, 0], a=a, w=w, v=v, C=C, gates=gates)
+        v = self.image(idx)
+        if self.use_fusion:
+            V, T, gates = self.fusion(v[:, None], w[:, None], memory=C)
+            f, lam = self.fusion.fuse(V[:, 0], T[:, 0])
+            lam = lam[:, 0]
+        else:                                            # ablation: no fusion, the plain concatenation [proxy; image]
+            f, lam, gates = torch.cat([F.normalize(w, dim=-1), v], -1), v.new_zeros(len(v)), []
+        return dict(f=f, lam=lam, a=a, w=w, v=v, C=C, gates=gates)
 
     @torch.no_grad()
     def embed(self, batch_size: int = 1024) -> dict:
-        "All images, in batches: fused features, proxies, attention, lambda."
-        outs = [self(torch.arange(i, min(i + batch_size, len(self.v)))) for i in range(0, len(self.v), batch_size)]
-        return {k: torch.cat([o[k] for o in outs]) for k in ('f', 'w', 'a', 'lam')}
+        "All images, in batches: fused features, proxies, attention, lambda, image embeddings."
+        n = len(self.v0)
+        outs = [self(torch.arange(i, min(i + batch_size, n), device=self.v0.device)) for i in range(0, n, batch_size)]
+        return {k: torch.cat([o[k] for o in outs]) for k in ('f', 'w', 'a', 'lam', 'v')}
 
 class MultiDProxy:
     "Multi-DProxy (Xu et al. 2025): dynamic candidate proxies, gated cross-modal fusion, dual constraints."
     method = 'multi-dproxy'
-    def __init__(self, encoder: Encoder, *, epochs: int = 30, prune_every: int = 10, M: int | None = None,
-                 lr: float = 1e-3, lr_proxy: float = 1e-3, batch_size: int = 256, tau_alpha: float = 0.01,
+    def __init__(self, encoder: Encoder, *, epochs: int = 30, prune_every: int = 5, M: int | None = None,
+                 lr: float = 1e-3, lr_proxy: float = 5e-2, batch_size: int = 256, tau_alpha: float = 1.0,
                  tau: float = 0.5, tau_c: float = 0.1, hard_negatives: int = 4, heads: int = 4, layers: int = 1,
-                 gate_bias: float = -2.0, score: str = 'mean', n_init: int = 10, eval_rounds: bool = True,
+                 gate_bias: float = -2.0, score: str = 'mass', n_init: int = 10, eval_rounds: bool = True,
                  seed: int = 0, threads: int | None = None, progress: bool = False, diagnostics: bool = True,
-                 keep_best: bool = False, patience: int | None = None, tol: float = 0.0):
+                 keep_best: bool = False, patience: int | None = None, tol: float = 0.0,
+                 query: str = 'uniform', train_projection: bool = True, lr_projection: float = 5e-4,
+                 proj_anchor: float = 1e-2, align: str = 'proxy', user_interest: str | None = 'nearest',
+                 concept_on: str | None = 'image', weights: str = 'constant', w_u: float = 0.1, w_c: float = 0.1,
+                 fusion: bool = True, dynamic: bool = True, start: str = 'base', select: str | None = None,
+                 grid: dict | None = None, select_subset: int | None = None):
         if epochs < 0: raise ValueError(f"epochs must be >= 0, got {epochs}")
         if prune_every < 1: raise ValueError(f"prune_every (R) must be >= 1 epoch, got {prune_every}")
         if M is not None and M < 2: raise ValueError(f"M (final number of candidates) must be >= 2, got {M}")
-        if score not in ('mean', 'max'): raise ValueError(f"score must be 'mean' or 'max', got {score!r}")
+        if score not in ('mean', 'max', 'mass'): raise ValueError(f"score must be 'mean', 'max' or 'mass', got {score!r}")
+        if query not in ('image', 'uniform'): raise ValueError(f"query must be 'image' or 'uniform', got {query!r}")
+        if align not in ALIGN: raise ValueError(f"align must be one of {ALIGN}, got {align!r}")
+        if user_interest not in USER_INTEREST: raise ValueError(f"user_interest must be one of {USER_INTEREST}, got {user_interest!r}")
+        if concept_on not in CONCEPT_ON: raise ValueError(f"concept_on must be one of {CONCEPT_ON}, got {concept_on!r}")
+        if weights not in WEIGHTS: raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+        if start not in ('base', 'budget'): raise ValueError(f"start must be 'base' or 'budget', got {start!r}")
+        if select not in (None, 'loss'): raise ValueError(f"select must be None or 'loss', got {select!r}")
         if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
             raise ValueError(f"patience must be None or an integer >= 1, got {patience!r}")
@@ -245,16 +293,21 @@ class MultiDProxy:
         self.params = dict(epochs=epochs, prune_every=prune_every, M=M, lr=lr, lr_proxy=lr_proxy, batch_size=batch_size,
                            tau_alpha=tau_alpha, tau=tau, tau_c=tau_c, hard_negatives=hard_negatives, heads=heads,
                            layers=layers, gate_bias=gate_bias, score=score, n_init=n_init, seed=seed, threads=threads,
-                           keep_best=keep_best, patience=patience, tol=tol)
+                           keep_best=keep_best, patience=patience, tol=tol, query=query, train_projection=train_projection,
+                           lr_projection=lr_projection, proj_anchor=proj_anchor, align=align, user_interest=user_interest,
+                           concept_on=concept_on, weights=weights, w_u=w_u, w_c=w_c, fusion=fusion, dynamic=dynamic,
+                           start=start, select=select, grid=dict(grid or {'lr_proxy': (1e-2, 5e-2, 1e-1)}),
+                           select_subset=select_subset)
         self.eval_rounds, self.progress, self.diagnostics = eval_rounds, progress, diagnostics
         for k, v in self.params.items(): setattr(self, k, v)
 
 # %% ../nbs/04_dynamic_proxies.ipynb #9716a919
 def _prune_round(self: MultiDProxy, model: DProxyModel, M: int, words: list[str], t: int) -> dict:
-    "One candidate-management round: score, keep, check Proposition 1; returns the history row."
+    "One candidate-management round: score, keep (never fewer than `M`), check Proposition 1; returns the history row."
     px = model.proxies
-    with torch.no_grad(): W = px()[1]
-    sc, _ = score_candidates(W, px.C, M, seed=self.seed + t, score=self.score)
+    with torch.no_grad():
+        if self.score == 'mass': sc = px.attention().sum(0)           # v2: how much attention the images give each word
+        else: sc, _ = score_candidates(px()[1], px.C, M, seed=self.seed + t, score=self.score)
     keep = prune_candidates(sc, M)
     p1 = proxy_shift(px, keep)
     before = list(px.active)
@@ -272,16 +325,25 @@ def _diagnose_dproxy(model: DProxyModel, sub, q0, fusion0, prev_y, true, k: int,
     "One epoch's diagnostics on the images `sub` (`multiclust.dynamics.epoch_diagnostics`); pseudo-labels as candidate ids."
     from multiclust.dynamics import epoch_diagnostics
     o = model(sub)
-    y = torch.as_tensor(model.proxies.active)[o['a'].argmax(1)]      # ids into the full list: pruning does not renumber
-    row = epoch_diagnostics({'fused': o['f'], 'proxy': o['w']}, y, prev_y, weights=o['a'],
-                            drifts={'proxy_dist': ([model.proxies.q], [q0]), 'fusion_dist': (list(model.fusion.parameters()), fusion0)},
-                            aligned=(o['v'], o['w']), true=None if true is None else true[sub.numpy()], clustered=o['f'],
-                            k=min(k, len(sub)), seed=seed)
+    y = torch.as_tensor(model.proxies.active, device=o['a'].device)[o['a'].argmax(1)].cpu()   # ids into the full list
+    drifts = {'proxy_dist': ([model.proxies.q], [q0]), 'fusion_dist': (list(model.fusion.parameters()), fusion0[0])}
+    if model.projection is not None: drifts['proj_dist'] = (list(model.projection.parameters()), fusion0[1])
+    row = epoch_diagnostics({'fused': o['f'], 'proxy': o['w'], 'image': o['v']}, y, prev_y, weights=o['a'], drifts=drifts,
+                            aligned=(o['v'], o['w']), true=None if true is None else true[sub.cpu().numpy()],
+                            clustered=_clustered(model, o), k=min(k, len(sub)), seed=seed)
     return row, y
+
+def _clustered(model: DProxyModel, o: dict) -> torch.Tensor:
+    "What the final k-means clusters: the fused features, or (no fusion) the balanced concatenation [proxy; image]."
+    if model.use_fusion: return o['f']
+    from multiclust.multisub import balanced_embedding
+    return balanced_embedding(o['w'], o['v'])
 
 def _fit_features(self: MultiDProxy, feats, template: str, candidates: Sequence[str], k: int, true_labels=None,
                   dataset: str = '', concept: str = '', word_source: str = 'user', M: int | None = None) -> ClusterResult:
     "Multi-DProxy on precomputed frozen features `(N, feature_dim)`: returns a `ClusterResult`."
+    if self.select == 'loss':
+        return self._select_fit(feats, template, candidates, k, true_labels, dataset, concept, word_source, M)
     t0 = time.perf_counter()
     enc = self.encoder
     feats = check_features(enc, feats)
@@ -296,27 +358,48 @@ def _fit_features(self: MultiDProxy, feats, template: str, candidates: Sequence[
     M = max(k, min(12, len(words))) if M is None else int(M)
     if M < k: raise ValueError(f"M={M} final candidates is fewer than K={k} clusters; use M >= K")
     if M > len(words): raise ValueError(f"M={M} final candidates but only {len(words)} candidate words given")
-    n0, rounds = candidate_budget(M, self.epochs, self.prune_every, len(words))
-    capped = n0 < M * 2 ** rounds
-    words = words[:n0]
+    if not self.dynamic:                                   # ablation: the fixed set of the first M words
+        n0, rounds, final = M, 0, M
+    elif self.start == 'base':                            # v2 (ours): start from the M base words, halve to max(K, M/2)
+        n0, final = M, max(k, math.ceil(M / 2))
+        rounds = self.epochs // self.prune_every if n0 > final else 0
+        if self.prune_every > self.epochs > 0:
+            warnings.warn(f"prune_every={self.prune_every} is larger than the epoch budget ({self.epochs}): no candidate "
+                          f"pruning; using the first M={M} candidate words throughout")
+    else:                                                 # v1 (ours): start from 2^(E/R) M words, halve to M
+        n0, rounds = candidate_budget(M, self.epochs, self.prune_every, len(words))
+        final = M
+    capped = self.dynamic and self.start == 'budget' and n0 < M * 2 ** rounds
+    n_given, words = len(words), words[:n0]
     true = None if true_labels is None else np.asarray(true_labels)
     if true is not None and len(true) != N: raise ValueError(f"true_labels has {len(true)} entries for {N} images")
-    with _threads(self.threads), torch.random.fork_rng():
+    dev = enc.image_projection.weight.device if hasattr(enc.image_projection, 'weight') else \
+        next(enc.image_projection.parameters()).device
+    cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == 'cuda' else []
+    with _threads(self.threads), torch.random.fork_rng(devices=cuda):
         torch.manual_seed(self.seed)
         nthreads = torch.get_num_threads()
-        gen = torch.Generator().manual_seed(self.seed)
-        C = candidate_embeddings(enc, template, words)
-        with torch.no_grad():                           # training runs on the CPU: matrix products on (N, d)
-            v = enc.project(feats.to(enc.image_projection.weight.device)).detach().float().cpu()
-        model = DProxyModel(v, C, self.tau_alpha, self.heads, self.layers, self.tau, self.gate_bias)
-        opt = torch.optim.Adam([{'params': [model.proxies.q], 'lr': self.lr_proxy},
-                                {'params': model.fusion.parameters(), 'lr': self.lr}])
+        gen = torch.Generator().manual_seed(self.seed)    # batch order: CPU indices, the same on every device
+        C = candidate_embeddings(enc, template, words).to(dev)
+        feats = feats.to(dev, torch.float32)
+        with torch.no_grad(): v = enc.project(feats).detach().float()
+        proj, P0 = None, []
+        if self.train_projection:                         # v2 (ours): a per-fit copy, as Multi-Sub trains visual.proj
+            proj = copy.deepcopy(enc.image_projection).float().train()
+            for p in proj.parameters(): p.requires_grad_(True)
+            P0 = [p.detach().clone() for p in proj.parameters()]
+        model = DProxyModel(v, C, self.tau_alpha, self.heads, self.layers, self.tau, self.gate_bias, self.query,
+                            proj, feats if proj is not None else None, self.fusion).to(dev)
+        groups = [{'params': [model.proxies.q], 'lr': self.lr_proxy}, {'params': model.fusion.parameters(), 'lr': self.lr}]
+        if proj is not None: groups.append({'params': proj.parameters(), 'lr': self.lr_projection})
+        opt = torch.optim.Adam(groups)
         hist, status, message = [], 'ok', ''
         watch = self.diagnostics or self.keep_best or self.patience is not None
         if watch:                                          # per-epoch label-free diagnostics on <= 2000 seeded images
             from multiclust.dynamics import diagnostic_subset
-            sub, prev_y = diagnostic_subset(N, self.seed), None
-            q0, fusion0 = model.proxies.q.detach().clone(), [p.detach().clone() for p in model.fusion.parameters()]
+            sub, prev_y = diagnostic_subset(N, self.seed).to(dev), None
+            q0 = model.proxies.q.detach().clone()
+            drift0 = ([p.detach().clone() for p in model.fusion.parameters()], P0)
             best, stale, still = [math.inf, None, None, -1], 0, 0     # (relative loss, state, active set, epoch)
         from tqdm.auto import tqdm
         t = 0
@@ -325,9 +408,14 @@ def _fit_features(self: MultiDProxy, feats, template: str, candidates: Sequence[
             tot, parts_sum, lam_sum, gv_sum, gt_sum = 0.0, {}, 0.0, 0.0, 0.0
             try:
                 for b, idx in enumerate(batches(N, self.batch_size, gen)):
+                    idx = idx.to(dev)
                     out = model(idx)
                     loss, parts = dproxy_loss(out['f'], out['v'], out['w'], out['a'], out['C'], t, self.epochs,
-                                              self.tau_c, self.hard_negatives)
+                                              self.tau_c, self.hard_negatives, align=self.align,
+                                              user_interest=self.user_interest, concept_on=self.concept_on,
+                                              weights=self.weights, w_u=self.w_u, w_c=self.w_c, fused=self.fusion)
+                    if proj is not None and self.proj_anchor > 0:   # weight decay towards the pretrained projection
+                        loss = loss + self.proj_anchor / 2 * sum(((p - q) ** 2).sum() for p, q in zip(proj.parameters(), P0))
                     if not torch.isfinite(loss): raise NonFiniteLoss('dproxy', b, float(loss.detach()))
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
@@ -336,8 +424,9 @@ def _fit_features(self: MultiDProxy, feats, template: str, candidates: Sequence[
                     tot += float(loss.detach()) * n
                     for key in ('La', 'Lu', 'Lc'): parts_sum[key] = parts_sum.get(key, 0.0) + parts[key] * n
                     lam_sum += float(out['lam'].detach().sum())
-                    gv_sum += float(out['gates'][-1][0].detach().mean()) * n
-                    gt_sum += float(out['gates'][-1][1].detach().mean()) * n
+                    if out['gates']:
+                        gv_sum += float(out['gates'][-1][0].detach().mean()) * n
+                        gt_sum += float(out['gates'][-1][1].detach().mean()) * n
                 if not all(torch.isfinite(p).all() for p in model.parameters()):
                     raise NonFiniteLoss('dproxy', b, float('nan'))
             except NonFiniteLoss as e:
@@ -349,11 +438,11 @@ def _fit_features(self: MultiDProxy, feats, template: str, candidates: Sequence[
                 hist.append(dict(epoch=t, event='nonfinite', batch=e.batch, loss=e.value))
                 break
             hist.append(dict(epoch=t, event='epoch', loss=tot / N, **{key: v_ / N for key, v_ in parts_sum.items()},
-                             alpha_t=alpha_schedule(t, self.epochs), beta_t=beta_schedule(t, self.epochs),
+                             alpha_t=parts['alpha_t'], beta_t=parts['beta_t'],
                              lam=lam_sum / N, gate_v=gv_sum / N, gate_t=gt_sum / N,
                              n_candidates=len(model.proxies.active)))
             if watch:
-                row, prev_y = _diagnose_dproxy(model, sub, q0, fusion0, prev_y, true if self.diagnostics else None, k, self.seed)
+                row, prev_y = _diagnose_dproxy(model, sub, q0, drift0, prev_y, true if self.diagnostics else None, k, self.seed)
                 if self.diagnostics: hist[-1].update(row)
                 if row['relative_loss'] < best[0] * (1 - MIN_GAIN):     # keep-best and early stop: the label-free score
                     best[:] = [row['relative_loss'], copy.deepcopy(model.state_dict()), list(model.proxies.active), t]
@@ -361,11 +450,11 @@ def _fit_features(self: MultiDProxy, feats, template: str, candidates: Sequence[
                 else: stale += 1
                 still = still + 1 if t and row['changed'] <= self.tol * len(sub) else 0
             if rounds and (t + 1) % self.prune_every == 0:
-                if len(model.proxies.active) > M:
-                    row = _prune_round(self, model, M, words, t)
+                if len(model.proxies.active) > final:
+                    row = _prune_round(self, model, final, words, t)
                     if self.eval_rounds and true is not None:
                         emb = model.embed()
-                        row.update(_metrics(true, kmeans(emb['f'], k, self.seed, min(self.n_init, 3))))
+                        row.update(_metrics(true, kmeans(_clustered(model, emb), k, self.seed, min(self.n_init, 3))))
                     hist.append(row)
             if self.patience is not None and (stale >= self.patience or still >= self.patience):
                 hist.append(dict(epoch=t, event='early stop', reason='pseudo-labels settled' if still >= self.patience
@@ -375,24 +464,67 @@ def _fit_features(self: MultiDProxy, feats, template: str, candidates: Sequence[
             model.load_state_dict(best[1]); model.proxies.active = best[2]
             hist.append(dict(epoch=best[3], event='restored', relative_loss=best[0], n_candidates=len(best[2])))
         emb = model.embed()
-        labels = kmeans(emb['f'], k, self.seed, self.n_init)
-        pseudo = emb['a'].argmax(1)
+        X = _clustered(model, emb)
+        labels = kmeans(X, k, self.seed, self.n_init)
+        pseudo = emb['a'].argmax(1).cpu()
+        from multiclust.multisub import relative_alignment_loss
+        score = relative_alignment_loss(emb['v'], emb['w'])
     kept = [words[i] for i in model.proxies.active]
-    embeddings = dict(fused=emb['f'].numpy(), proxy=emb['w'].numpy(), alpha=emb['a'].numpy(), lam=emb['lam'].numpy(),
-                      image=model.v.numpy(), candidates=model.proxies.C.numpy(), pseudo_labels=pseudo.numpy())
-    params = {**self.params, 'M': M, 'template': template, 'n_candidates_start': n0, 'n_candidates_final': len(kept), 'candidates_capped': capped,
-              'prune_rounds': rounds, 'kept_words': kept, 'n_images': N, 'threads_used': nthreads}
+    cpu = lambda x: x.detach().cpu().numpy()               # the numpy boundary
+    embeddings = dict(fused=cpu(X), proxy=cpu(emb['w']), alpha=cpu(emb['a']), lam=cpu(emb['lam']),
+                      image=cpu(emb['v']), candidates=cpu(model.proxies.C), pseudo_labels=pseudo.numpy())
+    npc = int(len(np.unique(pseudo.numpy())))
+    params = {**self.params, 'M': M, 'template': template, 'n_candidates_given': n_given, 'n_candidates_start': n0, 'n_candidates_final': len(kept),
+              'candidates_capped': capped, 'prune_rounds': rounds, 'prune_to': final, 'kept_words': kept, 'n_images': N,
+              'threads_used': nthreads, 'score_relative_loss': score, 'n_pseudo_clusters': npc, 'device': str(dev)}
     res = ClusterResult(self.method, dataset, concept, k, self.seed, labels, embeddings, hist, enc.describe(),
                         list(words), word_source, 0.0, None, params, status, message)
     if true is not None:
-        res.metrics = {**_metrics(true, labels), **_metrics(true, pseudo.numpy(), 'pseudo_'),
-                       'n_pseudo_clusters': int(len(np.unique(pseudo.numpy())))}
+        res.metrics = {**_metrics(true, labels), **_metrics(true, pseudo.numpy(), 'pseudo_'), 'n_pseudo_clusters': npc}
     self.model_, self.result_ = model, res
     res.runtime_s = time.perf_counter() - t0
     return res
 
-MultiDProxy.fit_features = _fit_features
-MultiDProxy.PROTOCOL = dict(keep_best=True, patience=5)    # the label-free fix of chapter 03c; the registry's full mode
+def _select_fit(self: MultiDProxy, feats, template, candidates, k, true_labels=None, dataset='', concept='',
+                word_source='user', M=None) -> ClusterResult:
+    '''`select='loss'` (ours, as Multi-Sub's): one label-free fit per value of `grid` (by default the queries' learning
+    rate; the projection's is that x 1e-2), on all images or a seeded subset of `select_subset`; the fit with the lowest
+    relative loss (images vs proxies) that kept at least 2 pseudo-clusters wins and is refitted on all images.'''
+    from multiclust.multisub import choose_candidate
+    t0 = time.perf_counter()
+    feats = check_features(self.encoder, feats)
+    N = len(feats)
+    sub = feats
+    if self.select_subset and N > self.select_subset:
+        sub = feats[torch.randperm(N, generator=torch.Generator().manual_seed(self.seed))[:self.select_subset].sort().values]
+    base = {**self.params, 'select': None}
+    (name, values), = self.grid.items()
+    config = lambda x: {name: x, **({'lr_projection': x * 1e-2} if name == 'lr_proxy' else {})}
+    cands = []
+    for x in values:
+        r = MultiDProxy(self.encoder, **{**base, **config(x), 'diagnostics': False}, eval_rounds=False).fit_features(
+            sub, template, candidates, min(k, len(sub)), M=M)
+        cands.append(dict(value=x, score=r.params['score_relative_loss'], status=r.status,
+                          collapsed='one pseudo-cluster' if r.params['n_pseudo_clusters'] < 2 else '',
+                          runtime_s=round(r.runtime_s, 3)))
+    chosen = choose_candidate(cands)
+    final = MultiDProxy(self.encoder, **{**base, **(config(chosen['value']) if chosen else {})},
+                        eval_rounds=self.eval_rounds, progress=self.progress, diagnostics=self.diagnostics)
+    res = final.fit_features(feats, template, candidates, k, true_labels, dataset, concept, word_source, M=M)
+    res.params.update(select='loss', selection=dict(criterion='relative loss, images vs proxies (lowest wins)', name=name,
+                                                    chosen=None if chosen is None else chosen['value'], candidates=cands,
+                                                    n_images=len(sub)))
+    self.model_, self.result_ = final.model_, res
+    res.runtime_s = time.perf_counter() - t0
+    return res
+
+MultiDProxy.fit_features, MultiDProxy._select_fit = _fit_features, _select_fit
+MultiDProxy.PROTOCOL = dict(keep_best=True, patience=5)    # the label-free keep-best and stop of chapter 03c
+MultiDProxy.QUICK = dict(MultiDProxy.PROTOCOL, epochs=10, n_init=3, eval_rounds=False, diagnostics=False)
+MultiDProxy.FULL = dict(MultiDProxy.PROTOCOL, select='loss', select_subset=400, n_init=10)   # the registry's full mode
+MultiDProxy.V1 = dict(query='image', tau_alpha=0.01, lr_proxy=1e-3, train_projection=False, align='fused-image',
+                      user_interest='centroid', concept_on='fused', weights='schedule', score='mean', start='budget',
+                      prune_every=10)                 # the first reading (until issue 27), kept for chapter 03c and the ablation
 
 # %% ../nbs/04_dynamic_proxies.ipynb #17b7f037
 def _fit(self: MultiDProxy, dataset, concept: str, k: int | None = None, candidates: Sequence[str] | None = None,

@@ -132,8 +132,8 @@ def _dproxy_quick(cls) -> dict:
     return {k: v for k, v in QUICK_GUESS.items() if k in ok}
 
 def _dproxy_full(cls) -> dict:
-    "Multi-DProxy's full budget: its defaults with its `PROTOCOL` (keep-best and early stop on the label-free score, chapter 03c)."
-    return dict(getattr(cls, 'PROTOCOL', {}))
+    "Multi-DProxy's full budget: its `FULL` (label-free lr selection, keep-best and early stop, chapter 04), else its `PROTOCOL`."
+    return dict(getattr(cls, 'FULL', None) or getattr(cls, 'PROTOCOL', {}))
 
 _fn = lambda f: (lambda: f)
 _QUICK_MS, _FULL_MS = MultiSub.QUICK, MultiSub.FULL        # the paper's protocol (chapter 03a): quick = converged

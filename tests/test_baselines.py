@@ -55,7 +55,7 @@ def test_multidproxy_runs_or_says_why(enc, syn):
         pytest.skip('multiclust.dproxy not exported yet (covered by test_multidproxy_unavailable)')
     r = run_method('multidproxy', enc, syn, 'color', quick=True)
     _ok(r, syn.n_clusters('color'), len(syn))
-    assert r.method == 'multidproxy' and len(r.words) > 12          # the whole candidate list
+    assert r.method == 'multidproxy' and r.params['n_candidates_given'] > 12     # the registry hands it the whole candidate list
 
 
 def test_multidproxy_unavailable(enc, syn, monkeypatch):

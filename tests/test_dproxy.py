@@ -18,6 +18,7 @@ TPL = 'a fruit with the color of *'
 WORDS = ['red', 'yellow', 'green', 'blue', 'purple', 'orange', 'pink', 'white', 'brown', 'black', 'gray', 'gold',
          'maroon', 'crimson', 'lime', 'violet', 'navy', 'teal', 'beige', 'silver', 'cyan', 'magenta', 'olive', 'tan']
 PLANTED = ['orange', 'gold', 'teal']
+V1 = {k: v for k, v in MultiDProxy.V1.items() if k not in ('prune_every', 'score')}   # the mechanics tests: the first design
 
 
 pytestmark = pytest.mark.usefixtures('isolated_cache')   # conftest: a temporary cache, never ~/.cache
@@ -40,7 +41,7 @@ def planted(enc):
 
 
 def _fit(enc, feats, words=WORDS, k=3, tpl=TPL, true=None, **kw):
-    kw = {'epochs': 2, 'prune_every': 1, 'batch_size': 32, 'n_init': 1, **kw}
+    kw = {'epochs': 2, 'prune_every': 1, 'batch_size': 32, 'n_init': 1, **V1, **kw}
     return MultiDProxy(enc, **kw).fit_features(feats, tpl, words, k, true)
 
 
@@ -87,8 +88,8 @@ def test_nan_loss_stops_with_the_epoch_and_keeps_results(enc, planted, monkeypat
     "A loss that turns NaN in epoch 2 stops there; the clustering comes from the end of epoch 1 and is flagged."
     feats, true = planted
     real, seen = dproxy.dproxy_loss, {}
-    def flaky(f, v, w, a, C, t, epochs, *args):
-        loss, parts = real(f, v, w, a, C, t, epochs, *args)
+    def flaky(f, v, w, a, C, t, epochs, *args, **kw):
+        loss, parts = real(f, v, w, a, C, t, epochs, *args, **kw)
         if t == 2:
             seen.setdefault('vw', (v.detach().clone(), w.detach().clone()))   # proxies as they were after epoch 1
             return loss * float('nan'), parts
@@ -177,7 +178,7 @@ def test_determinism_and_one_call_form(enc, planted):
     feats, true = planted
     a = _fit(enc, feats, true=true, epochs=4, prune_every=2, M=3, seed=5)
     b = fit_dproxy_features(feats, enc, TPL, WORDS, 3, seed=5, true_labels=true, M=3, epochs=4, prune_every=2,
-                            batch_size=32, n_init=1)
+                            batch_size=32, n_init=1, **V1)
     assert np.array_equal(a.labels, b.labels) and a.history == b.history
     assert np.array_equal(a.embeddings['fused'], b.embeddings['fused'])
 
@@ -204,9 +205,72 @@ def test_fit_on_cars_subset_offline(cars_root, offline_encoder):
     from multiclust.data import load_dataset
     ds = load_dataset('cars', root=cars_root)
     sub = ds.subset(np.random.default_rng(0).choice(len(ds), 40, replace=False), name='cars')
-    r = MultiDProxy(offline_encoder, epochs=4, prune_every=2, n_init=2, batch_size=16).fit(sub, 'color')
+    r = MultiDProxy(offline_encoder, epochs=4, prune_every=2, n_init=2, batch_size=16, **V1).fit(sub, 'color')
     assert r.status == 'ok' and r.k == sub.n_clusters('color') and r.labels.shape == (40,)
     assert r.params['n_candidates_start'] == 32 and r.params['candidates_capped']
     assert [(h['n_before'], h['n_after']) for h in r.history if h['event'] == 'prune'] == [(32, 16), (16, 12)]
     assert set(r.params['kept_words']) <= set(r.words) and len(r.params['kept_words']) == 12
     assert {k: r.metrics[k] for k in ('nmi', 'ri', 'ari', 'acc')} == pytest.approx(evaluate(sub.label_ids('color'), r.labels)) and r.encoder['encoder'] == 'offline'
+
+
+# ---------------------------------------------------------------- the design that learns (issue 27) and its ablations
+def test_v2_defaults_start_from_the_base_words_and_prune_by_attention_mass(enc, planted):
+    "Default design: start from the M base words, halve to max(K, M/2) by the attention mass each word gets."
+    feats, true = planted
+    w0 = enc.image_projection.weight.detach().clone()
+    r = MultiDProxy(enc, epochs=6, prune_every=2, batch_size=32, n_init=3).fit_features(feats, TPL, WORDS, 3, true, M=12)
+    assert torch.equal(enc.image_projection.weight, w0)                  # the projection trains as a per-fit copy
+    assert r.params['n_candidates_start'] == 12 and r.params['prune_to'] == 6 and r.words == WORDS[:12]
+    prunes = [h for h in r.history if h['event'] == 'prune']
+    assert [(h['n_before'], h['n_after']) for h in prunes] == [(12, 6)]
+    h = prunes[0]
+    assert min(h['scores'][w] for w in h['kept']) >= max(h['scores'][w] for w in h['dropped'])
+    assert abs(sum(h['scores'].values()) - 60) < 1e-2                    # 'mass': the attention of 60 images, rows sum to 1
+    assert h['prop1_max_excess'] <= 1e-5
+    rows = [h for h in r.history if h['event'] == 'epoch']
+    assert rows[-1]['proj_dist'] > 0 and 'image_spread' in rows[-1]      # the projection moved, and is watched
+
+
+@pytest.mark.parametrize('ablation', [dict(fusion=False), dict(user_interest=None), dict(concept_on=None), dict(dynamic=False)])
+def test_ablations_run_and_switch_off_their_component(enc, planted, ablation):
+    feats, true = planted
+    r = MultiDProxy(enc, epochs=4, prune_every=2, batch_size=32, n_init=2, **ablation).fit_features(feats, TPL, WORDS, 3, true, M=12)
+    rows = [h for h in r.history if h['event'] == 'epoch']
+    assert r.status == 'ok' and r.labels.shape == (60,)
+    if 'fusion' in ablation:
+        assert r.embeddings['fused'].shape == (60, 64) and all(h['gate_v'] == 0 for h in rows)   # [proxy; image]
+    if 'user_interest' in ablation: assert all(h['Lu'] == 0 for h in rows)
+    if 'concept_on' in ablation: assert all(h['Lc'] == 0 for h in rows)
+    if 'dynamic' in ablation:
+        assert not [h for h in r.history if h['event'] == 'prune'] and r.params['n_candidates_final'] == 12
+
+
+def test_select_loss_picks_the_lowest_relative_loss(enc, planted):
+    feats, true = planted
+    r = MultiDProxy(enc, epochs=3, prune_every=2, batch_size=32, n_init=2, select='loss',
+                    grid={'lr_proxy': (1e-2, 1e-1)}).fit_features(feats, TPL, WORDS, 3, true, M=12)
+    sel = r.params['selection']
+    assert [c['value'] for c in sel['candidates']] == [1e-2, 1e-1]
+    assert sel['chosen'] == min(sel['candidates'], key=lambda c: c['score'])['value']
+    assert r.params['lr_proxy'] == sel['chosen'] and r.params['lr_projection'] == pytest.approx(sel['chosen'] * 1e-2)
+
+
+def test_v1_is_the_first_reading():
+    "MultiDProxy.V1 names the options in which the first reading differs from the default design."
+    v1 = MultiDProxy.V1
+    assert v1['query'] == 'image' and v1['train_projection'] is False and v1['score'] == 'mean' and v1['start'] == 'budget'
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device here')
+def test_trains_on_the_encoders_device(enc, planted):
+    "On a GPU encoder the fit runs on the GPU (float32) and gives the CPU fit's clustering; results come back as numpy."
+    import copy
+    feats, true = planted
+    cpu = MultiDProxy(enc, epochs=4, prune_every=2, batch_size=32, n_init=2).fit_features(feats, TPL, WORDS, 3, true, M=12)
+    genc = copy.deepcopy(enc).cuda()
+    dp = MultiDProxy(genc, epochs=4, prune_every=2, batch_size=32, n_init=2)
+    gpu = dp.fit_features(feats.cuda(), TPL, WORDS, 3, true, M=12)
+    assert gpu.params['device'].startswith('cuda') and gpu.status == 'ok'
+    assert all(p.is_cuda and p.dtype == torch.float32 for p in dp.model_.parameters())
+    assert isinstance(gpu.embeddings['fused'], np.ndarray)
+    assert abs(gpu.metrics['nmi'] - cpu.metrics['nmi']) < 0.05, (gpu.metrics['nmi'], cpu.metrics['nmi'])
