@@ -75,6 +75,12 @@ class SecondDevice(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = getattr(func, '__name__', '')
+        if name == '__set__':                                     # `param.data = t` (Module.to) moves param where t is
+            prop, owner = getattr(getattr(func, '__self__', None), '__name__', ''), args[0] if args else None
+            out = func(*args, **kwargs)
+            if prop == 'data' and len(args) > 1 and torch.is_tensor(args[1]): _tag(owner, _where(args[1]))
+            return out
+        if name == '_has_compatible_shallow_copy_type': return func(*args, **kwargs)   # Module.to's own check
         if name == '__get__':                                     # a property: .device answers for the tag
             prop, owner = getattr(getattr(func, '__self__', None), '__name__', ''), args[0] if args else None
             if prop == 'device' and _where(owner) == 'device': return SECOND_DEVICE

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from .clip import Encoder, PromptError
 from .proxy import NonFiniteLoss, alignment_loss, batches, check_template
-from .core import ClusterResult, check_k, check_features, kmeans, resolve_task, _metrics, _threads
+from .core import ClusterResult, check_k, check_features, kmeans, resolve_task, _metrics, seeded
 from .multisub import MIN_GAIN          # the same 'no longer improving' threshold as Multi-Sub's
 
 # %% auto #0
@@ -373,13 +373,9 @@ def _fit_features(self: MultiDProxy, feats, template: str, candidates: Sequence[
     n_given, words = len(words), words[:n0]
     true = None if true_labels is None else np.asarray(true_labels)
     if true is not None and len(true) != N: raise ValueError(f"true_labels has {len(true)} entries for {N} images")
-    dev = enc.image_projection.weight.device if hasattr(enc.image_projection, 'weight') else \
-        next(enc.image_projection.parameters()).device
-    cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == 'cuda' else []
-    with _threads(self.threads), torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(self.seed)
+    dev = enc.device                                     # the device rule: where the encoder's parameters are
+    with seeded(self.seed, self.threads, dev) as gen:    # batch order: CPU indices, the same on every device
         nthreads = torch.get_num_threads()
-        gen = torch.Generator().manual_seed(self.seed)    # batch order: CPU indices, the same on every device
         C = candidate_embeddings(enc, template, words).to(dev)
         feats = feats.to(dev, torch.float32)
         with torch.no_grad(): v = enc.project(feats).detach().float()
