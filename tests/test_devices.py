@@ -170,3 +170,22 @@ def test_cuda_quick_fits_agree_with_the_cpu(syn, name):
         assert r.row()['device'].startswith(dev)
         labels[dev] = r.labels
     assert nmi(labels['cpu'], labels['cuda']) >= .99, (labels['cpu'], labels['cuda'])
+
+
+def test_cluster_says_what_the_offline_encoder_cannot_see_before_it_works(tmp_path, monkeypatch, capsys):
+    "When auto falls back to the offline pair, `multiclust cluster` says so (with the numbers) before any work."
+    from PIL import Image
+    import importlib
+    cl = importlib.import_module('multiclust.cluster')       # (the package's `cluster` is the function)
+    from multiclust.cli import main
+    from multiclust.clip import OFFLINE_CAN_SEE
+    (tmp_path / 'imgs').mkdir()
+    for i, c in enumerate([(250, 0, 0), (0, 0, 250)] * 3): Image.new('RGB', (32, 32), c).save(tmp_path / 'imgs' / f'{i}.png')
+    stand_in = tiny_clip(); stand_in.name, stand_in.note = 'offline', 'auto: stand-in for the offline pair'
+    order = []
+    real_fit = cl.Clusterer.fit
+    monkeypatch.setattr(cl, 'load_encoder', lambda name, device='auto': stand_in)
+    monkeypatch.setattr(cl.Clusterer, 'fit', lambda self, images: (order.append(capsys.readouterr().out), real_fit(self, images))[1])
+    assert main(['cluster', str(tmp_path / 'imgs'), '--by', 'color', '--k', '2', '--words', 'red,blue', '--quick',
+                 '--no-progress', '--out', str(tmp_path / 'out')]) == 0
+    assert 'encoder offline on cpu' in order[0] and OFFLINE_CAN_SEE in order[0]      # printed before fit started
