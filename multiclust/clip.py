@@ -103,8 +103,9 @@ class Encoder(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        "Where the encoder's weights live; tokenizers answer on the CPU, so token ids are moved here before use."
-        return next(self.parameters()).device
+        "Where the encoder's weights live (the CPU for one without any); tokenizers answer on the CPU, so token ids are moved here before use."
+        p = next(self.parameters(), None)
+        return torch.device('cpu') if p is None else p.device
 
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
         "Text embeddings of `prompts` (the backbone's plain path, through `encode_tokens`)."
@@ -136,8 +137,9 @@ class Encoder(nn.Module):
 
     def describe(self) -> dict:
         "What every results file records about the encoder, with the device and dtype its trainable part runs in."
+        proj = next(getattr(self, 'image_projection', nn.Identity()).parameters(), None)
         return dict(encoder=self.name, weights=self.weights, fingerprint=self.fingerprint, encoder_note=self.note,
-                    device=str(self.device), dtype=str(self.image_projection.weight.dtype).replace('torch.', ''))
+                    device=str(self.device), dtype='' if proj is None else str(proj.dtype).replace('torch.', ''))
 
     def freeze_(self):
         "Freeze everything but the image projection (the only part the methods train)."
