@@ -133,7 +133,6 @@ def test_sigkill_during_extraction_then_resume(synth, reference, tmp_path):
 SLOW_SAVE = textwrap.dedent('''
     import sys, time, os
     import multiclust.report as rep
-    real_fdopen = os.fdopen
     class Slow:                                  # writes in small flushed pieces, slowly: a kill lands mid-write
         def __init__(self, f): self.f = f
         def __enter__(self): return self
@@ -141,7 +140,11 @@ SLOW_SAVE = textwrap.dedent('''
         def write(self, s):
             for i in range(0, len(s), 64):
                 self.f.write(s[i:i + 64]); self.f.flush(); time.sleep(0.01)
-    rep.os.fdopen = lambda fd, *a, **k: Slow(real_fdopen(fd, *a, **k))
+    real_open = open
+    def slow_open(path, mode='r', *a, **k):      # the one writer (report.atomic_write_file) writes through open()
+        f = real_open(path, mode, *a, **k)
+        return Slow(f) if 'w' in mode else f
+    rep.open = slow_open
     rows = [dict(dataset='d', method='m', concept=f'c{i}', seed=i, nmi=0.5) for i in range(400)]
     rep.save_results(rows, 'd', sys.argv[1])
 ''')
