@@ -81,7 +81,7 @@ class TextPath:
     def __init__(self, encoder: Encoder, template: str):
         self.encoder, self.template = encoder, template
         ids, self.star = check_template(encoder, template)
-        ids = ids.to(next(encoder.parameters()).device)          # the tokenizer answers on the CPU
+        ids = ids.to(encoder.device)                               # the tokenizer answers on the CPU
         with torch.no_grad(): base = encoder.token_embeddings(ids).detach()
         self.ids, self.base = self._truncate(ids, base)
 
