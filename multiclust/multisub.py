@@ -17,10 +17,10 @@ from .losses import pseudo_labels, joint_embedding, phase2_epoch, INTRA
 from .core import ClusterResult, check_k, check_features, kmeans, resolve_task, _metrics, seeded, _threads
 
 # %% auto #0
-__all__ = ['PAPER_GRID', 'BASES', 'SELECT', 'HALVING', 'COLLAPSE_SPREAD', 'MIN_GAIN', 'SUBSPACE_CLUSTERINGS', 'PROTOCOL',
-           'MultiSub', 'spread', 'effective_rank', 'balanced_embedding', 'relative_alignment_loss', 'is_collapsed',
-           'cluster_embedding', 'subspace_clusterings', 'basis_embeddings', 'DirectPath', 'choose_candidate',
-           'selection_subset', 'candidate_configs']
+__all__ = ['PAPER_GRID', 'BASES', 'SELECT', 'HALVING', 'KEEPS', 'COLLAPSE_SPREAD', 'MIN_GAIN', 'SUBSPACE_CLUSTERINGS', 'PROTOCOL',
+           'rung_survivors', 'MultiSub', 'spread', 'effective_rank', 'balanced_embedding', 'relative_alignment_loss',
+           'is_collapsed', 'cluster_embedding', 'subspace_clusterings', 'basis_embeddings', 'DirectPath',
+           'choose_candidate', 'selection_subset', 'candidate_configs']
 
 # %% ../nbs/03a_multisub.ipynb #83662a41
 def _rowwise(sparse_proxies, optimizer: str, weight_decay: float, lr_latent: float) -> bool:
@@ -44,19 +44,34 @@ def _optimizer(name: str, groups: list[dict], weight_decay: float):
 PAPER_GRID = dict(lr=(1e-1, 5e-2, 1e-2, 5e-3, 1e-3, 5e-4), weight_decay=(5e-4, 1e-4, 5e-5, 1e-5))
 BASES = ('token', 'text', 'prompt')      # what spans the proxies' subspace (Table 5's rows)
 SELECT = ('halving', 'exhaustive', 'loss')      # 'loss' = 'exhaustive', its name before issue 23
-HALVING = (dict(after_epochs=3, keep=6), dict(after_rounds=1, keep=2))   # the rungs of select='halving'
+HALVING = (dict(after_epochs=2, keep_lrs=2), dict(after_epochs=6, keep_per_lr=2),   # the rungs of select='halving'
+           dict(after_rounds=1, keep_per_lr=1))         # (chosen on replayed toy trajectories; chapter 03a, issue 23)
+
+KEEPS = ('keep', 'keep_lrs', 'keep_per_lr')
 
 def _check_halving(rungs) -> tuple:
-    "`rungs` as a tuple of dicts, each one of `after_epochs` / `after_rounds` (an int >= 1) and `keep` (an int >= 1)."
+    '''`rungs` as a tuple of dicts: each has one of `after_epochs` (Phase I epochs run in all) / `after_rounds` (rounds
+    finished), and one of `keep` (the best candidates), `keep_lrs` (every candidate of the best lrs, an lr scored by
+    its best candidate) / `keep_per_lr` (the best candidates of each lr); all integers >= 1.'''
     out = []
     for r in rungs:
         r = dict(r)
-        at = set(r) & {'after_epochs', 'after_rounds'}
-        ok = (len(at) == 1 and set(r) == at | {'keep'} and
+        at, keep = set(r) & {'after_epochs', 'after_rounds'}, set(r) & set(KEEPS)
+        ok = (len(at) == 1 and len(keep) == 1 and set(r) == at | keep and
               all(isinstance(r[x], int) and not isinstance(r[x], bool) and r[x] >= 1 for x in r))
-        if not ok: raise ValueError(f"a halving rung is dict(after_epochs=E or after_rounds=R, keep=K) with integers >= 1, got {r}")
+        if not ok: raise ValueError(f"a halving rung is dict(after_epochs=E or after_rounds=R, and keep=K, keep_lrs=L or "
+                                    f"keep_per_lr=P) with integers >= 1, got {r}")
         out.append(r)
     return tuple(out)
+
+def rung_survivors(rung: dict, lrs: Sequence[float], scores: Sequence[float]) -> list[int]:
+    "The indices (sorted) of the candidates that go on past `rung`, from each one's lr and score so far (inf ranks last)."
+    order = sorted(range(len(scores)), key=lambda i: scores[i])          # stable: ties keep the grid's order
+    if 'keep' in rung: return sorted(order[:rung['keep']])
+    if 'keep_lrs' in rung:
+        top = list(dict.fromkeys(lrs[i] for i in order))[:rung['keep_lrs']]
+        return [i for i in range(len(lrs)) if lrs[i] in top]
+    return sorted(i for lr in dict.fromkeys(lrs) for i in [j for j in order if lrs[j] == lr][:rung['keep_per_lr']])
 
 class MultiSub:
     "Multi-Sub (Yao, Qian & Hu 2024): subspace proxy learning (Phase I) alternating with the clustering loss (Phase II)."
@@ -514,13 +529,12 @@ def _select_fit(self: MultiSub, feats, template: str, words: Sequence[str], k: i
             for run in alive:
                 c = run.interim_collapsed() if run.info.get('status', 'ok') == 'ok' else run.info['status']
                 scored.append((run, run.interim() if not c else math.inf, c))
-            order = sorted(range(len(scored)), key=lambda i: scored[i][1])       # stable: ties keep the grid's order
-            keep = set(order[:rung['keep']])        # collapsed ones rank last (kept only if there is room)
+            keep = rung_survivors(rung, [r.ms.lr_latent for r, _, _ in scored], [s for _, s, _ in scored])
             rungs.append(dict(rung, n_in=len(alive), scores=[None if not math.isfinite(s) else s for _, s, _ in scored],
                               collapsed=[c for _, _, c in scored],
                               configs=[dict(lr=r.ms.lr_latent, weight_decay=r.ms.weight_decay) for r, _, _ in scored]))
             bar.update(len(alive) - len(keep))
-            alive = [scored[i][0] for i in sorted(keep)]
+            alive = [scored[i][0] for i in keep]
         for run in alive: run.finish(labels=False); bar.update(1)
     bar.close()
     cands = []
@@ -547,7 +561,7 @@ def _select_fit(self: MultiSub, feats, template: str, words: Sequence[str], k: i
         res = final.fit_features(feats, template, words, k, true_labels, dataset, concept, word_source)
         refit = True
     rule = ('exhaustive: every candidate to its end' if exhaustive else
-            'successive halving: at each rung the `keep` lowest scores so far go on (collapsed or failed ones rank last)')
+            'successive halving: at each rung the lowest scores so far go on (rung_survivors; collapsed or failed ones rank last)')
     res.params.update(select=self.select, sparse_proxies=self.sparse_proxies,
                       selection=dict(criterion='relative_alignment_loss (lowest wins; collapsed candidates excluded)',
                                      rule=rule, rungs=rungs if not exhaustive else None,

@@ -429,4 +429,4 @@ def test_halving_on_a_subset_refits_on_all_images(enc, feats):
     r = MultiSub(enc, **SEL, select='halving', select_subset=20).fit_features(feats, TPL, WORDS, 3)
     s = r.params['selection']
     assert s['n_images'] == 20 and s['refit'] and len(r.labels) == 30 and r.params['n_images'] == 30
-    assert s['rungs'][0]['after_epochs'] == 3 and len(s['rungs'][0]['scores']) == 6
+    assert s['rungs'][0]['after_epochs'] == 2 and len(s['rungs'][0]['scores']) == 6

@@ -17,19 +17,33 @@ Not collected by pytest (file name). The last line is one JSON object (the summa
 """
 import argparse, json, math, os, time
 
-SCHEDULES = {                       # rung schedules the exhaustive trajectories are replayed with (--simulate)
+SCHEDULES = {                       # rung schedules the exhaustive trajectories are replayed with
     'round1-keep3': ({'after_rounds': 1, 'keep': 3},),
-    'round1-keep2': ({'after_rounds': 1, 'keep': 2},),
     'ep3-keep6,round1-keep2': ({'after_epochs': 3, 'keep': 6}, {'after_rounds': 1, 'keep': 2}),
-    'ep3-keep6,round1-keep3': ({'after_epochs': 3, 'keep': 6}, {'after_rounds': 1, 'keep': 3}),
-    'ep2-keep6,round1-keep2': ({'after_epochs': 2, 'keep': 6}, {'after_rounds': 1, 'keep': 2}),
-    'ep1-keep8,round1-keep2': ({'after_epochs': 1, 'keep': 8}, {'after_rounds': 1, 'keep': 2}),
-    'ep5-keep4,round1-keep2': ({'after_epochs': 5, 'keep': 4}, {'after_rounds': 1, 'keep': 2}),
+    'ep3-keep8,round1-keep3': ({'after_epochs': 3, 'keep': 8}, {'after_rounds': 1, 'keep': 3}),
+    'ep2-lrs2,ep6-keep6,round1-perlr1': ({'after_epochs': 2, 'keep_lrs': 2}, {'after_epochs': 6, 'keep': 6},
+                                         {'after_rounds': 1, 'keep_per_lr': 1}),
+    'ep3-lrs2,round1-perlr1': ({'after_epochs': 3, 'keep_lrs': 2}, {'after_rounds': 1, 'keep_per_lr': 1}),
+    'ep3-lrs3,ep6-keep6,round1-perlr1': ({'after_epochs': 3, 'keep_lrs': 3}, {'after_epochs': 6, 'keep': 6},
+                                         {'after_rounds': 1, 'keep_per_lr': 1}),
+    'ep1-lrs2,ep5-keep6,round1-perlr1': ({'after_epochs': 1, 'keep_lrs': 2}, {'after_epochs': 5, 'keep': 6},
+                                         {'after_rounds': 1, 'keep_per_lr': 1}),
+    'ep2-lrs2,ep6-perlr2,round1-perlr1': ({'after_epochs': 2, 'keep_lrs': 2}, {'after_epochs': 6, 'keep_per_lr': 2},
+                                          {'after_rounds': 1, 'keep_per_lr': 1}),
+    'ep2-lrs2,ep10-perlr2,round1-perlr1': ({'after_epochs': 2, 'keep_lrs': 2}, {'after_epochs': 10, 'keep_per_lr': 2},
+                                           {'after_rounds': 1, 'keep_per_lr': 1}),
+    'ep2-lrs3,ep6-perlr2,round1-perlr1': ({'after_epochs': 2, 'keep_lrs': 3}, {'after_epochs': 6, 'keep_per_lr': 2},
+                                          {'after_rounds': 1, 'keep_per_lr': 1}),
+    'ep2-lrs2,ep6-keep6,round1-keep2': ({'after_epochs': 2, 'keep_lrs': 2}, {'after_epochs': 6, 'keep': 6},
+                                        {'after_rounds': 1, 'keep': 2}),
 }
 
 
 def simulate(cands, rungs):
-    "Replay `rungs` on the exhaustive candidates' trajectories: (chosen (lr, wd), share of the candidate epochs run)."
+    """Replay `rungs` on the exhaustive candidates' score trajectories with the library's `rung_survivors`: (chosen
+    (lr, wd), share of the exhaustive candidates' Phase I epochs that the halving would run). Collapse at a rung
+    is not replayed (the final collapse flag still excludes a candidate from the choice)."""
+    from multiclust.multisub import rung_survivors
     def at(c, rung):                  # the score the candidate had at the rung's pause (its final score if it ended first)
         for ep, ev, rnd, s in c['trajectory']:
             if ('after_rounds' in rung and ev == 'round' and rnd + 1 >= rung['after_rounds']) or \
@@ -38,14 +52,25 @@ def simulate(cands, rungs):
         return c['score'], c['phase1_epochs_run']
     alive, spent = list(range(len(cands))), [0] * len(cands)
     for rung in rungs:
-        got = {i: at(cands[i], rung) for i in alive}
-        for i in alive: spent[i] = got[i][1]
-        alive = sorted(alive, key=lambda i: (got[i][0] if cands[i]['status'] == 'ok' else math.inf, i))[:rung['keep']]
+        got = [at(cands[i], rung) for i in alive]
+        for i, g in zip(alive, got): spent[i] = g[1]
+        sc = [g[0] if cands[i]['status'] == 'ok' else math.inf for i, g in zip(alive, got)]
+        alive = [alive[j] for j in rung_survivors(rung, [cands[i]['lr'] for i in alive], sc)]
     for i in alive: spent[i] = cands[i]['phase1_epochs_run']
     ok = [i for i in alive if cands[i]['status'] == 'ok' and not cands[i]['collapsed']]
     win = min(ok, key=lambda i: cands[i]['score']) if ok else None
     share = sum(spent) / sum(c['phase1_epochs_run'] for c in cands)
     return (None if win is None else (cands[win]['lr'], cands[win]['weight_decay'])), round(share, 3)
+
+
+def replay(path):
+    "Print, per schedule, how often it chooses what the exhaustive selection chose, and its share of the epochs."
+    rows = [json.loads(l) for l in open(path) if l.strip()]
+    for name, rungs in SCHEDULES.items():
+        res = [simulate(r['candidates'], rungs) for r in rows]
+        same = sum(w == (r['chosen_exhaustive']['lr'], r['chosen_exhaustive']['weight_decay']) for (w, _), r in zip(res, rows))
+        print(json.dumps(dict(schedule=name, same=f"{same}/{len(rows)}", mean_epoch_share=round(sum(s for _, s in res) / len(res), 3),
+                              max_epoch_share=max(s for _, s in res))))
 
 
 def main():
@@ -57,8 +82,10 @@ def main():
     ap.add_argument('--concepts', default=None, help='default: every concept of the dataset')
     ap.add_argument('--threads', type=int, default=int(os.environ.get('OMP_NUM_THREADS', 1)))
     ap.add_argument('--out', default=None)
+    ap.add_argument('--replay', default=None, help='only replay the rung schedules on the trajectories of this --traj file')
     ap.add_argument('--traj', default=None, help="append each pair's exhaustive candidates (with their score trajectories) here")
     a = ap.parse_args()
+    if a.replay: return replay(a.replay)
     import torch
     torch.set_num_threads(a.threads)
     from multiclust.clip import load_encoder
