@@ -494,9 +494,10 @@ def _select_fit(self: MultiSub, feats, template: str, words: Sequence[str], k: i
     fitted on all images or the seeded subset of `select_subset` (`selection_subset`). The candidate with the lowest
     `relative_alignment_loss` that did not collapse wins. `select='exhaustive'` (or `'loss'`) fits every candidate
     to the end and refits the winner on all images, as before issue 23. `select='halving'` advances the candidates
-    side by side and at each rung of `halving` keeps the `keep` with the lowest score so far (a collapsed or failed
-    one ranks last); the survivors train to the end, exactly as they would alone; the winner's own run is the result
-    when the candidates saw every image, else it is refitted on all images. No candidate sees `true_labels`.'''
+    side by side and at each rung of `halving` (in order: its Phase I epochs or rounds must grow) keeps the candidates
+    `rung_survivors` names from their scores so far (a collapsed or failed one ranks last); the survivors train to
+    the end, exactly as they would alone; the winner's own run is the result when the candidates saw every image,
+    else it is refitted on all images. No candidate sees `true_labels`.'''
     t0 = time.perf_counter()
     feats = check_features(self.encoder, feats)
     N = len(feats)

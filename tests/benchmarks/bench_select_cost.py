@@ -102,7 +102,7 @@ def main():
     key = lambda c, s: (a.dataset, len(ds), a.encoder, c, s)
     have = {(r['dataset'], r['n'], r['encoder'], r['concept'], r['seed']) for r in done}
     print(f"{a.encoder} on {a.dataset} n={len(ds)}, threads={a.threads}, cpus={os.cpu_count()}, "
-          f"load(1 min) {os.getloadavg()[0]:.2f}, halving rungs {MultiSub.FULL.get('halving', 'default')}", flush=True)
+          f"load(1 min) {os.getloadavg()[0]:.2f}, halving rungs {MultiSub(enc, **MultiSub.FULL).halving}", flush=True)
     rows = [r for r in done if (r['dataset'], r['n'], r['encoder']) == key('', 0)[:3]]
     for p, seed in enumerate([int(s) for s in a.seeds.split(',')]):
         for q, c in enumerate(concepts):
