@@ -4,7 +4,7 @@
 
 # %% ../nbs/03a_multisub.ipynb #f0a187dd
 from __future__ import annotations
-import copy, math, time
+import contextlib, copy, math, time
 from typing import Sequence
 
 import numpy as np
@@ -14,12 +14,13 @@ from .clip import Encoder, PromptError
 from .proxy import (Proxies, NonFiniteLoss, reference_embeddings, check_template, make_text_path,
                               phase1_epoch, RowAdagrad)
 from .losses import pseudo_labels, joint_embedding, phase2_epoch, INTRA
-from .core import ClusterResult, check_k, check_features, kmeans, resolve_task, _metrics, seeded
+from .core import ClusterResult, check_k, check_features, kmeans, resolve_task, _metrics, seeded, _threads
 
 # %% auto #0
-__all__ = ['PAPER_GRID', 'BASES', 'COLLAPSE_SPREAD', 'MIN_GAIN', 'SUBSPACE_CLUSTERINGS', 'PROTOCOL', 'MultiSub', 'spread',
-           'effective_rank', 'balanced_embedding', 'relative_alignment_loss', 'is_collapsed', 'cluster_embedding',
-           'subspace_clusterings', 'basis_embeddings', 'DirectPath', 'choose_candidate']
+__all__ = ['PAPER_GRID', 'BASES', 'SELECT', 'HALVING', 'KEEPS', 'COLLAPSE_SPREAD', 'MIN_GAIN', 'SUBSPACE_CLUSTERINGS', 'PROTOCOL',
+           'rung_survivors', 'MultiSub', 'spread', 'effective_rank', 'balanced_embedding', 'relative_alignment_loss',
+           'is_collapsed', 'cluster_embedding', 'subspace_clusterings', 'basis_embeddings', 'DirectPath',
+           'choose_candidate', 'selection_subset', 'candidate_configs']
 
 # %% ../nbs/03a_multisub.ipynb #83662a41
 def _rowwise(sparse_proxies, optimizer: str, weight_decay: float, lr_latent: float) -> bool:
@@ -42,6 +43,35 @@ def _optimizer(name: str, groups: list[dict], weight_decay: float):
 
 PAPER_GRID = dict(lr=(1e-1, 5e-2, 1e-2, 5e-3, 1e-3, 5e-4), weight_decay=(5e-4, 1e-4, 5e-5, 1e-5))
 BASES = ('token', 'text', 'prompt')      # what spans the proxies' subspace (Table 5's rows)
+SELECT = ('halving', 'exhaustive', 'loss')      # 'loss' = 'exhaustive', its name before issue 23
+HALVING = (dict(after_epochs=2, keep_lrs=2), dict(after_epochs=6, keep_per_lr=2),   # the rungs of select='halving'
+           dict(after_rounds=1, keep_per_lr=1))         # (chosen on replayed toy trajectories; chapter 03a, issue 23)
+
+KEEPS = ('keep', 'keep_lrs', 'keep_per_lr')
+
+def _check_halving(rungs) -> tuple:
+    '''`rungs` as a tuple of dicts: each has one of `after_epochs` (Phase I epochs run in all) / `after_rounds` (rounds
+    finished), and one of `keep` (the best candidates), `keep_lrs` (every candidate of the best lrs, an lr scored by
+    its best candidate) / `keep_per_lr` (the best candidates of each lr); all integers >= 1.'''
+    out = []
+    for r in rungs:
+        r = dict(r)
+        at, keep = set(r) & {'after_epochs', 'after_rounds'}, set(r) & set(KEEPS)
+        ok = (len(at) == 1 and len(keep) == 1 and set(r) == at | keep and
+              all(isinstance(r[x], int) and not isinstance(r[x], bool) and r[x] >= 1 for x in r))
+        if not ok: raise ValueError(f"a halving rung is dict(after_epochs=E or after_rounds=R, and keep=K, keep_lrs=L or "
+                                    f"keep_per_lr=P) with integers >= 1, got {r}")
+        out.append(r)
+    return tuple(out)
+
+def rung_survivors(rung: dict, lrs: Sequence[float], scores: Sequence[float]) -> list[int]:
+    "The indices (sorted) of the candidates that go on past `rung`, from each one's lr and score so far (inf ranks last)."
+    order = sorted(range(len(scores)), key=lambda i: scores[i])          # stable: ties keep the grid's order
+    if 'keep' in rung: return sorted(order[:rung['keep']])
+    if 'keep_lrs' in rung:
+        top = list(dict.fromkeys(lrs[i] for i in order))[:rung['keep_lrs']]
+        return [i for i in range(len(lrs)) if lrs[i] in top]
+    return sorted(i for lr in dict.fromkeys(lrs) for i in [j for j in order if lrs[j] == lr][:rung['keep_per_lr']])
 
 class MultiSub:
     "Multi-Sub (Yao, Qian & Hu 2024): subspace proxy learning (Phase I) alternating with the clustering loss (Phase II)."
@@ -53,7 +83,7 @@ class MultiSub:
                  text_path: str = 'fast', text_embeddings: bool = True, eval_rounds: bool = True,
                  seed: int = 0, threads: int | None = None, progress: bool = False, sparse_proxies: bool | str = 'auto',
                  proj_anchor: float = 0.0, balance: bool = True, patience: int | None = None, tol: float = 0.0,
-                 keep_best: bool = False, select: str | None = None, grid: dict | None = None,
+                 keep_best: bool = False, select: str | None = None, grid: dict | None = None, halving=HALVING,
                  proj_lr_scale: float = 1e-2, select_subset: int | None = None, diagnostics: bool = True,
                  basis: str = 'token', intra: str = 'squared'):
         if rounds < 1 or phase1_epochs < 0 or phase2_epochs < 0:
@@ -61,7 +91,9 @@ class MultiSub:
                              f"phase2_epochs={phase2_epochs}")
         if cluster_on not in self.CLUSTER_ON:
             raise ValueError(f"cluster_on must be one of {list(self.CLUSTER_ON)}, got {cluster_on!r}")
-        if select not in (None, 'loss'): raise ValueError(f"select must be None or 'loss', got {select!r}")
+        if select is not None and select not in SELECT:
+            raise ValueError(f"select must be None or one of {list(SELECT)}, got {select!r}")
+        halving = _check_halving(halving)
         if basis not in BASES: raise ValueError(f"basis must be one of {list(BASES)}, got {basis!r}")
         if intra not in INTRA: raise ValueError(f"intra must be one of {list(INTRA)}, got {intra!r}")
         if not proj_anchor >= 0: raise ValueError(f"proj_anchor must be >= 0, got {proj_anchor}")
@@ -78,7 +110,7 @@ class MultiSub:
                            batch_size=batch_size, lam=lam, margin=margin, latent=latent, init_std=init_std,
                            cluster_on=cluster_on, n_init=n_init, text_path=text_path, seed=seed, threads=threads,
                            sparse_proxies=sparse_proxies, proj_anchor=proj_anchor, balance=balance, patience=patience,
-                           tol=tol, keep_best=keep_best, select=select, grid=grid, proj_lr_scale=proj_lr_scale,
+                           tol=tol, keep_best=keep_best, select=select, grid=grid, halving=halving, proj_lr_scale=proj_lr_scale,
                            select_subset=select_subset, basis=basis, intra=intra)
         self.text_embeddings, self.eval_rounds, self.progress = text_embeddings, eval_rounds, progress
         self.diagnostics = diagnostics
@@ -202,152 +234,233 @@ def _diagnose(px, proj, feats, theta0, y, prev_y, sub) -> dict:
     return epoch_diagnostics({'image': proj(feats[sub]), 'token': px(sub)}, y, prev_y, weights=px.weights(),
                              drifts={'proj_dist': (list(proj.parameters()), theta0)})
 
+class _Run:
+    '''One Multi-Sub fit that can pause: its training is a generator (`_fit_steps`) that yields after every Phase I
+    epoch and at the end of every round, so a selection can advance many candidates side by side and drop the weak
+    ones early. Each resume reopens `seeded`'s block with the run's own RNG state (seeded with `seed` at the start,
+    saved at every pause) and thread count, so runs advanced interleaved compute what each computes alone, bit for
+    bit (tested below). `finish` makes the result: the final embeddings, and k-means unless `labels=False` (a
+    selection candidate, whose labels nothing reads). `true_labels` are read while training only by the per-epoch
+    diagnostics and `eval_rounds` (reports, never decisions).'''
+    def __init__(self, ms: MultiSub, feats, template: str, words: Sequence[str], k: int, true_labels=None,
+                 dataset: str = '', concept: str = '', word_source: str = 'user'):
+        t0 = time.perf_counter()
+        self.ms, self.template = ms, template
+        self.feats = check_features(ms.encoder, feats)
+        self.N = len(self.feats)
+        self.k = check_k(k, self.N)
+        self.words = list(words) if not isinstance(words, str) else words
+        self._set(true_labels, dataset, concept, word_source)
+        self.labels, self.text_embeddings = True, ms.text_embeddings
+        self.info, self.done, self.result, self.phase1_epochs_run, self._rng = {}, False, None, 0, None
+        self._steps = _fit_steps(ms, self)
+        self.busy_s = time.perf_counter() - t0                  # this run's own time (runs may be interleaved)
+
+    def _set(self, true_labels, dataset, concept, word_source):
+        true = None if true_labels is None else np.asarray(true_labels)
+        if true is not None and len(true) != self.N: raise ValueError(f"true_labels has {len(true)} entries for {self.N} images")
+        self.true, self.names = true, (dataset, concept, word_source)
+
+    @contextlib.contextmanager
+    def _block(self):
+        t0, dev, seed = time.perf_counter(), self.feats.device, self.ms.seed
+        gpus = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == 'cuda' else []
+        with _threads(self.ms.threads), torch.random.fork_rng(devices=gpus):
+            if self._rng is None: torch.manual_seed(seed)                       # as `seeded` does at a fit's start
+            else:
+                torch.set_rng_state(self._rng[0])
+                for d, st in zip(gpus, self._rng[1]): torch.cuda.set_rng_state(st, d)
+            try: yield
+            finally:
+                self._rng = (torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in gpus])
+                self.busy_s += time.perf_counter() - t0
+
+    def advance(self, until=None) -> dict:
+        '''Train until `until(info)` holds for a yielded `info`, or to the end of training (`until=None`); returns the
+        last `info`: `event` 'epoch' (a Phase I epoch ended: `round`, `epoch`), 'round' (a round ended, more to come)
+        or 'trained' (no more training). `interim()` is then the score the fit would end with if it stopped here.'''
+        with self._block():
+            while not self.done:
+                self.info = info = next(self._steps)
+                if info['event'] == 'trained': self.done = True
+                elif info['event'] == 'epoch': self.phase1_epochs_run += 1
+                if until is not None and until(info): break
+        return self.info
+
+    def finish(self, labels: bool = True, text_embeddings: bool | None = None, **names) -> ClusterResult:
+        "The `ClusterResult` (training to the end first); `names`: a new `true_labels`, `dataset`, `concept`, `word_source`."
+        self.advance()
+        if names:
+            cur = dict(true_labels=self.true, dataset=self.names[0], concept=self.names[1], word_source=self.names[2])
+            self._set(**{**cur, **names})
+        self.labels = labels
+        if text_embeddings is not None: self.text_embeddings = text_embeddings
+        with self._block():
+            self.result = next(self._steps)
+        self.result.runtime_s = self.busy_s
+        return self.result
+
 def _fit_features(self: MultiSub, feats, template: str, words: Sequence[str], k: int, true_labels=None,
                   dataset: str = '', concept: str = '', word_source: str = 'user') -> ClusterResult:
     "Multi-Sub on precomputed frozen features `(N, feature_dim)`: returns a `ClusterResult`."
-    if self.select == 'loss': return self._select_fit(feats, template, words, k, true_labels, dataset, concept, word_source)
-    t0 = time.perf_counter()
-    enc = self.encoder
-    feats = check_features(enc, feats)
-    N = len(feats)
-    k = check_k(k, N)
-    words = list(words) if not isinstance(words, str) else words
-    true = None if true_labels is None else np.asarray(true_labels)
-    if true is not None and len(true) != N: raise ValueError(f"true_labels has {len(true)} entries for {N} images")
-    with seeded(self.seed, self.threads, feats.device) as gen:
-        nthreads = torch.get_num_threads()
-        Z = reference_embeddings(enc, words)
-        check_template(enc, template)
-        tables = {} if self.basis == 'token' else {b: basis_embeddings(enc, template, words, b) for b in ('text', 'prompt')}
-        B = Z if self.basis == 'token' else tables[self.basis]       # the subspace's basis: pseudo-labels live on it
-        path = make_text_path(enc, template, self.text_path) if self.basis == 'token' else DirectPath(self.basis)
-        proj = copy.deepcopy(enc.image_projection).train()        # per-fit copy: the shared encoder never changes
-        for p in proj.parameters(): p.requires_grad_(True)
-        theta0 = [p.detach().clone() for p in proj.parameters()]
-        if self.proj_anchor > 0:                                  # weight decay towards the pretrained projection
-            for p, q in zip(proj.parameters(), theta0):
-                p.register_hook(lambda g, p=p, q=q: g + self.proj_anchor * (p.detach() - q))
-        wd_proj = 0.0 if self.proj_anchor > 0 else self.weight_decay
-        from multiclust.dynamics import diagnostic_subset
-        sub = diagnostic_subset(N, self.seed)                     # the rows the diagnostics and the spread read
-        with torch.no_grad(): spread0 = spread(proj(feats[sub]))
-        px = Proxies(B, N, latent=self.latent, init_std=self.init_std, generator=gen)
-        rowwise = _rowwise(self.sparse_proxies, self.optimizer, self.weight_decay, self.lr_latent)
-        hist, status, message, prev = [], 'ok', '', None
-        snap = lambda: (px.p.detach().clone(), copy.deepcopy(proj.state_dict()))
-        def restore(s):
-            with torch.no_grad(): px.p.copy_(s[0])
-            proj.load_state_dict(s[1])
-        best = [math.inf, None]
-        def relative():
-            with torch.no_grad(): return relative_alignment_loss(proj(feats), _embed_all(path, px(), self.batch_size))
-        def score_state(h, rel=None, state=None):                 # the label-free score of the current state
-            if not (self.keep_best or self.diagnostics): return
-            rel = relative() if rel is None else rel
-            h['relative_loss'] = rel
-            if self.keep_best and rel < best[0]: best[:] = [rel, snap() if state is None else state]
-        def after_epoch(h, prev_y):
-            with torch.no_grad(): y = pseudo_labels(px(), B)
-            if self.diagnostics:
-                h.update(_diagnose(px, proj, feats, theta0, y, prev_y, sub))
-                if true is not None: h['pseudo_nmi'] = _metrics(true, y.cpu().numpy())['nmi']   # a diagnostic only
-            return y
-        from tqdm.auto import tqdm
-        bar = tqdm(total=self.rounds, desc=f"multi-sub {dataset}/{concept}", disable=not self.progress, leave=False)
-        try:
-            for r in range(self.rounds):
-                phase, epoch = 'I', 0
-                opt1 = _optimizer(self.optimizer, [{'params': [px.p], 'lr': self.lr_latent},
-                                                   {'params': proj.parameters(), 'lr': self.lr_proj1,
-                                                    'weight_decay': wd_proj}], self.weight_decay)
-                rows = RowAdagrad(opt1, px.p) if rowwise else None     # Phase I touches only the batch's latent rows
-                y_ep, still, stale, pbest = prev, 0, 0, [math.inf, None, None]
-                for epoch in range(self.phase1_epochs):
-                    s = snap()
-                    try: loss = phase1_epoch(px, proj, feats, path, opt1, self.batch_size, gen, rows=rows)
-                    except NonFiniteLoss as e: restore(s); raise e
-                    hist.append(h := dict(round=r, phase='I', epoch=epoch, loss=loss))
-                    if self.patience is None and not self.diagnostics: continue
-                    y_new = after_epoch(h, y_ep)
-                    if self.patience is None: continue
-                    still = still + 1 if y_ep is not None and int((y_new != y_ep).sum()) <= self.tol * N else 0
-                    y_ep = y_new
-                    h['relative_loss'] = rel = relative()                # Phase I's own stopping signal
-                    if rel < pbest[0] * (1 - MIN_GAIN): pbest[:] = [rel, snap(), epoch]; stale = 0
-                    else: stale += 1
-                    if still >= self.patience or stale >= self.patience: break   # settled, or no longer improving
-                if pbest[1] is not None and self.keep_best:                  # end Phase I at its best epoch
-                    if pbest[2] != epoch:
-                        restore(pbest[1])
-                        hist.append(dict(round=r, phase='I', event='best epoch', epoch=pbest[2], relative_loss=pbest[0]))
-                    score_state({}, pbest[0], pbest[1])
-                elif hist and hist[-1].get('phase') == 'I': score_state(hist[-1])
-                with torch.no_grad(): W = px()
-                y = pseudo_labels(W, B)
-                changed = N if prev is None else int((y != prev).sum())
-                summ = dict(round=r, phase='round', changed=changed, n_pseudo_clusters=int(len(y.unique())),
-                            phase1_epochs_run=epoch + 1 if self.phase1_epochs else 0)
-                if self.eval_rounds and true is not None:
-                    summ.update(_metrics(true, y.cpu().numpy(), 'pseudo_'))
-                    with torch.no_grad(): E = self._cluster_embedding({'image': proj(feats), **self._proxy_embeddings(
-                        px, path, Z, tables, self.CLUSTER_ON[self.cluster_on])})
-                    summ.update(_metrics(true, kmeans(E, k, self.seed, self.n_init)))
-                hist.append(summ)
-                bar.update(1)
-                if prev is not None and changed <= self.tol * N: break      # the assignment stopped changing
-                prev = y
-                phase = 'II'
-                opt2 = _optimizer(self.optimizer, [{'params': proj.parameters(), 'lr': self.lr_proj2,
-                                                    'weight_decay': wd_proj}], self.weight_decay)
-                ref2, stale2 = pbest[0], 0                           # Phase II stops by the same rule as Phase I
-                T2 = _embed_all(path, W, self.batch_size) if self.patience is not None and self.phase2_epochs else None
-                for epoch in range(self.phase2_epochs):
-                    s = snap()
-                    try: loss = phase2_epoch(W, proj, feats, y, opt2, self.batch_size, gen, self.lam, self.margin,
-                                             self.intra)
-                    except NonFiniteLoss as e: restore(s); raise e
-                    hist.append(h := dict(round=r, phase='II', epoch=epoch, loss=loss))
-                    if self.diagnostics: after_epoch(h, y)
-                    if self.patience is None: continue
-                    with torch.no_grad(): h['relative_loss'] = rel = relative_alignment_loss(proj(feats), T2)
-                    if rel < ref2 * (1 - MIN_GAIN): ref2, stale2 = rel, 0
-                    else: stale2 += 1
-                    if stale2 >= self.patience: break                 # no longer improving the label-free score
-                if self.phase2_epochs: score_state(hist[-1], hist[-1].get('relative_loss'))
-        except NonFiniteLoss as e:
-            status = 'nonfinite'
-            message = (f"stopped: {e.what} became {e.value} in round {r}, phase {e.phase}, epoch {epoch} (batch {e.batch}); "
-                       "kept the parameters from the end of the last finished epoch")
-            hist.append(dict(round=r, phase=e.phase, epoch=epoch, batch=e.batch, event='nonfinite', loss=e.value))
-        finally: bar.close()
-        if self.keep_best and best[1] is not None and status == 'ok':
-            restore(best[1])                                       # the state with the lowest relative loss
-            hist.append(dict(phase='best', event='restored', relative_loss=best[0]))
+    if self.select is not None:
+        return self._select_fit(feats, template, words, k, true_labels, dataset, concept, word_source)
+    return _Run(self, feats, template, words, k, true_labels, dataset, concept, word_source).finish()
+
+def _fit_steps(self: MultiSub, run: _Run):
+    "The body of a fit, as a generator (see `_Run`): after training it yields a `ClusterResult` per `finish`."
+    enc, feats, N, k, words, template = self.encoder, run.feats, run.N, run.k, run.words, run.template
+    gen = torch.Generator().manual_seed(self.seed)              # `seeded`'s generator (the RNG is seeded by `_Run`)
+    Z = reference_embeddings(enc, words)
+    check_template(enc, template)
+    tables = {} if self.basis == 'token' else {b: basis_embeddings(enc, template, words, b) for b in ('text', 'prompt')}
+    B = Z if self.basis == 'token' else tables[self.basis]       # the subspace's basis: pseudo-labels live on it
+    path = make_text_path(enc, template, self.text_path) if self.basis == 'token' else DirectPath(self.basis)
+    proj = copy.deepcopy(enc.image_projection).train()        # per-fit copy: the shared encoder never changes
+    for p in proj.parameters(): p.requires_grad_(True)
+    theta0 = [p.detach().clone() for p in proj.parameters()]
+    if self.proj_anchor > 0:                                  # weight decay towards the pretrained projection
+        for p, q in zip(proj.parameters(), theta0):
+            p.register_hook(lambda g, p=p, q=q: g + self.proj_anchor * (p.detach() - q))
+    wd_proj = 0.0 if self.proj_anchor > 0 else self.weight_decay
+    from multiclust.dynamics import diagnostic_subset
+    sub = diagnostic_subset(N, self.seed)                     # the rows the diagnostics and the spread read
+    with torch.no_grad(): spread0 = spread(proj(feats[sub]))
+    px = Proxies(B, N, latent=self.latent, init_std=self.init_std, generator=gen)
+    rowwise = _rowwise(self.sparse_proxies, self.optimizer, self.weight_decay, self.lr_latent)
+    hist, status, message, prev = [], 'ok', '', None
+    true = run.true                                           # eval_rounds / diagnostics read it (a fit's own labels)
+    snap = lambda: (px.p.detach().clone(), copy.deepcopy(proj.state_dict()))
+    def restore(s):
+        with torch.no_grad(): px.p.copy_(s[0])
+        proj.load_state_dict(s[1])
+    best = [math.inf, None]
+    def relative():
+        with torch.no_grad(): return relative_alignment_loss(proj(feats), _embed_all(path, px(), self.batch_size))
+    def score_state(h, rel=None, state=None):                 # the label-free score of the current state
+        if not (self.keep_best or self.diagnostics): return
+        rel = relative() if rel is None else rel
+        h['relative_loss'] = rel
+        if self.keep_best and rel < best[0]: best[:] = [rel, snap() if state is None else state]
+    def after_epoch(h, prev_y):
+        with torch.no_grad(): y = pseudo_labels(px(), B)
+        if self.diagnostics:
+            h.update(_diagnose(px, proj, feats, theta0, y, prev_y, sub))
+            if true is not None: h['pseudo_nmi'] = _metrics(true, y.cpu().numpy())['nmi']   # a diagnostic only
+        return y
+    pbest = [math.inf, None, None]
+    def interim() -> float:                                   # the score the fit would end with if it stopped now
+        return min(best[0], pbest[0]) if self.keep_best else relative()
+    def interim_collapsed() -> str:                           # is_collapsed of the state `interim` scores
+        b = min([b for b in (best, pbest) if b[1] is not None], key=lambda b: b[0], default=None) if self.keep_best else None
+        with torch.no_grad():
+            W_, V_ = (px(), proj(feats[sub])) if b is None else (
+                px.from_latent(b[1][0]), torch.func.functional_call(proj, b[1][1], (feats[sub],)))
+            return is_collapsed(int(len(pseudo_labels(W_, B).unique())), spread(V_), spread0)
+    run.interim, run.interim_collapsed = interim, interim_collapsed
+    from tqdm.auto import tqdm
+    bar = tqdm(total=self.rounds, desc=f"multi-sub {run.names[0]}/{run.names[1]}", disable=not self.progress, leave=False)
+    try:
+        for r in range(self.rounds):
+            phase, epoch = 'I', 0
+            opt1 = _optimizer(self.optimizer, [{'params': [px.p], 'lr': self.lr_latent},
+                                               {'params': proj.parameters(), 'lr': self.lr_proj1,
+                                                'weight_decay': wd_proj}], self.weight_decay)
+            rows = RowAdagrad(opt1, px.p) if rowwise else None     # Phase I touches only the batch's latent rows
+            y_ep, still, stale, pbest = prev, 0, 0, [math.inf, None, None]
+            for epoch in range(self.phase1_epochs):
+                s = snap()
+                try: loss = phase1_epoch(px, proj, feats, path, opt1, self.batch_size, gen, rows=rows)
+                except NonFiniteLoss as e: restore(s); raise e
+                hist.append(h := dict(round=r, phase='I', epoch=epoch, loss=loss))
+                if self.patience is None and not self.diagnostics:
+                    yield dict(event='epoch', round=r, epoch=epoch); continue
+                y_new = after_epoch(h, y_ep)
+                if self.patience is None:
+                    yield dict(event='epoch', round=r, epoch=epoch); continue
+                still = still + 1 if y_ep is not None and int((y_new != y_ep).sum()) <= self.tol * N else 0
+                y_ep = y_new
+                h['relative_loss'] = rel = relative()                # Phase I's own stopping signal
+                if rel < pbest[0] * (1 - MIN_GAIN): pbest[:] = [rel, snap(), epoch]; stale = 0
+                else: stale += 1
+                stop = still >= self.patience or stale >= self.patience    # settled, or no longer improving
+                yield dict(event='epoch', round=r, epoch=epoch)
+                if stop: break
+            if pbest[1] is not None and self.keep_best:                  # end Phase I at its best epoch
+                if pbest[2] != epoch:
+                    restore(pbest[1])
+                    hist.append(dict(round=r, phase='I', event='best epoch', epoch=pbest[2], relative_loss=pbest[0]))
+                score_state({}, pbest[0], pbest[1])
+            elif hist and hist[-1].get('phase') == 'I': score_state(hist[-1])
+            with torch.no_grad(): W = px()
+            y = pseudo_labels(W, B)
+            changed = N if prev is None else int((y != prev).sum())
+            summ = dict(round=r, phase='round', changed=changed, n_pseudo_clusters=int(len(y.unique())),
+                        phase1_epochs_run=epoch + 1 if self.phase1_epochs else 0)
+            if self.eval_rounds and true is not None:
+                summ.update(_metrics(true, y.cpu().numpy(), 'pseudo_'))
+                with torch.no_grad(): E = self._cluster_embedding({'image': proj(feats), **self._proxy_embeddings(
+                    px, path, Z, tables, self.CLUSTER_ON[self.cluster_on])})
+                summ.update(_metrics(true, kmeans(E, k, self.seed, self.n_init)))
+            hist.append(summ)
+            bar.update(1)
+            if prev is not None and changed <= self.tol * N: break      # the assignment stopped changing
+            prev = y
+            phase = 'II'
+            opt2 = _optimizer(self.optimizer, [{'params': proj.parameters(), 'lr': self.lr_proj2,
+                                                'weight_decay': wd_proj}], self.weight_decay)
+            ref2, stale2 = pbest[0], 0                           # Phase II stops by the same rule as Phase I
+            T2 = _embed_all(path, W, self.batch_size) if self.patience is not None and self.phase2_epochs else None
+            for epoch in range(self.phase2_epochs):
+                s = snap()
+                try: loss = phase2_epoch(W, proj, feats, y, opt2, self.batch_size, gen, self.lam, self.margin,
+                                         self.intra)
+                except NonFiniteLoss as e: restore(s); raise e
+                hist.append(h := dict(round=r, phase='II', epoch=epoch, loss=loss))
+                if self.diagnostics: after_epoch(h, y)
+                if self.patience is None: continue
+                with torch.no_grad(): h['relative_loss'] = rel = relative_alignment_loss(proj(feats), T2)
+                if rel < ref2 * (1 - MIN_GAIN): ref2, stale2 = rel, 0
+                else: stale2 += 1
+                if stale2 >= self.patience: break                 # no longer improving the label-free score
+            if self.phase2_epochs: score_state(hist[-1], hist[-1].get('relative_loss'))
+            if r + 1 < self.rounds: yield dict(event='round', round=r)
+    except NonFiniteLoss as e:
+        status = 'nonfinite'
+        message = (f"stopped: {e.what} became {e.value} in round {r}, phase {e.phase}, epoch {epoch} (batch {e.batch}); "
+                   "kept the parameters from the end of the last finished epoch")
+        hist.append(dict(round=r, phase=e.phase, epoch=epoch, batch=e.batch, event='nonfinite', loss=e.value))
+    finally: bar.close()
+    yield dict(event='trained', round=r, status=status)    # `_Run.finish` resumes here (and may again)
+    if self.keep_best and best[1] is not None and status == 'ok':
+        restore(best[1])                                       # the state with the lowest relative loss
+        hist.append(dict(phase='best', event='restored', relative_loss=best[0]))
+    while True:                                               # each `finish` makes a result from the same state
+        true, (dataset, concept, word_source) = run.true, run.names
         with torch.no_grad():
             W = px(); V = proj(feats)
-            need = ('prompt_text',) + (('proxy_text',) if self.text_embeddings or 'text' in self.cluster_on else ())
+            need = ('prompt_text',) + (('proxy_text',) if run.text_embeddings or 'text' in self.cluster_on else ())
             emb = {**self._proxy_embeddings(px, path, Z, tables, need), 'image': V, 'pseudo_labels': pseudo_labels(W, B)}
             for name, parts in self.CLUSTER_ON.items():
                 if len(parts) > 1 and all(p in emb for p in parts): emb[name] = joint_embedding(*(emb[p] for p in parts))
             emb[self.cluster_on] = X = self._cluster_embedding(emb)
-            labels = kmeans(X, k, self.seed, self.n_init)
+            labels = kmeans(X, k, self.seed, self.n_init) if run.labels else None   # a candidate's labels: nothing reads them
             score = relative_alignment_loss(V, emb['prompt_text'] if self.basis == 'token' else W)   # what Phase I aligned
             npc, spr = int(len(emb['pseudo_labels'].unique())), spread(V[sub])
-    emb = {n: v.cpu().numpy() for n, v in emb.items()}          # numpy from here on: back on the CPU
-    res = ClusterResult(self.method, dataset, concept, k, self.seed, labels, emb, hist, enc.describe(), list(words),
-                        word_source, 0.0, None, {**self.params, 'template': template, 'text_path_kind': path.kind,
-                                                 'proxy_update': 'rows' if rowwise else 'dense',
-                                                 'n_images': N, 'threads_used': nthreads, 'score': score,
-                                                 'image_spread': spr, 'pretrained_spread': spread0,
-                                                 'n_pseudo_clusters': npc, 'collapsed': is_collapsed(npc, spr, spread0)},
-                        status, message)
-    if true is not None:
-        res.metrics = {**_metrics(true, labels), **_metrics(true, emb['pseudo_labels'], 'pseudo_'),
-                       'n_pseudo_clusters': npc}
-    self.proxies_, self.projection_, self.result_ = px, proj, res
-    self.history_ = hist
-    res.runtime_s = time.perf_counter() - t0
-    return res
+        emb = {n: v.cpu().numpy() for n, v in emb.items()}          # numpy from here on: back on the CPU
+        res = ClusterResult(self.method, dataset, concept, k, self.seed, labels, emb, hist, enc.describe(), list(words),
+                            word_source, 0.0, None, {**self.params, 'template': template, 'text_path_kind': path.kind,
+                                                     'proxy_update': 'rows' if rowwise else 'dense',
+                                                     'n_images': N, 'threads_used': torch.get_num_threads(), 'score': score,
+                                                     'image_spread': spr, 'pretrained_spread': spread0,
+                                                     'n_pseudo_clusters': npc, 'collapsed': is_collapsed(npc, spr, spread0)},
+                            status, message)
+        if true is not None and labels is not None:
+            res.metrics = {**_metrics(true, labels), **_metrics(true, emb['pseudo_labels'], 'pseudo_'),
+                           'n_pseudo_clusters': npc}
+        self.proxies_, self.projection_, self.result_ = px, proj, res
+        self.history_ = hist
+        yield res
 
 MultiSub.fit_features, MultiSub._cluster_embedding, MultiSub._proxy_embeddings = (_fit_features, _cluster_embedding,
                                                                                    _proxy_embeddings)
@@ -359,48 +472,106 @@ def choose_candidate(candidates: list[dict]) -> dict | None:
     ok = [c for c in candidates if c.get('status', 'ok') == 'ok' and not c['collapsed'] and math.isfinite(c['score'])]
     return min(ok, key=lambda c: c['score']) if ok else None
 
+def selection_subset(n: int, seed: int, size: int | None) -> torch.Tensor | None:
+    "The sorted indices of the seeded subset of `size` images the candidates are fitted on; None = all `n` images."
+    if not size or n <= size: return None
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:size].sort().values
+
+def candidate_configs(ms: MultiSub) -> list[dict]:
+    "The (lr, weight_decay) candidates of `ms.grid`, in order, as MultiSub keyword arguments (projection lr = lr x `proj_lr_scale`)."
+    lrs, wds = ms.grid.get('lr', (ms.lr_latent,)), ms.grid.get('weight_decay', (ms.weight_decay,))
+    return [dict(lr_latent=lr, lr_proj1=lr * ms.proj_lr_scale, lr_proj2=lr * ms.proj_lr_scale, weight_decay=wd)
+            for lr in lrs for wd in wds]
+
+def _rung_until(rung: dict):
+    "`_Run.advance`'s stop test for a rung: `after_epochs` Phase I epochs run in all, or `after_rounds` rounds finished."
+    if 'after_rounds' in rung: return lambda run: lambda i: i['event'] == 'round' and i['round'] + 1 >= rung['after_rounds']
+    return lambda run: lambda i: i['event'] == 'epoch' and run.phase1_epochs_run >= rung['after_epochs']
+
 def _select_fit(self: MultiSub, feats, template: str, words: Sequence[str], k: int, true_labels=None,
                 dataset: str = '', concept: str = '', word_source: str = 'user') -> ClusterResult:
-    '''`select='loss'`: one label-free fit per (lr, weight_decay) of `grid` (projection lr = lr x `proj_lr_scale`),
-    on all images or a seeded subset of `select_subset`; the candidate with the lowest `relative_alignment_loss`
-    that did not collapse wins, and is fitted on all images. No candidate sees `true_labels`.'''
+    '''Label-free choice of (lr, weight_decay) from `grid` (projection lr = lr x `proj_lr_scale`), the candidates
+    fitted on all images or the seeded subset of `select_subset` (`selection_subset`). The candidate with the lowest
+    `relative_alignment_loss` that did not collapse wins. `select='exhaustive'` (or `'loss'`) fits every candidate
+    to the end and refits the winner on all images, as before issue 23. `select='halving'` advances the candidates
+    side by side and at each rung of `halving` (in order: its Phase I epochs or rounds must grow) keeps the candidates
+    `rung_survivors` names from their scores so far (a collapsed or failed one ranks last); the survivors train to
+    the end, exactly as they would alone; the winner's own run is the result when the candidates saw every image,
+    else it is refitted on all images. No candidate sees `true_labels`.'''
     t0 = time.perf_counter()
     feats = check_features(self.encoder, feats)
     N = len(feats)
     check_k(k, N)
-    sub = feats
-    if self.select_subset and N > self.select_subset:
-        idx = torch.randperm(N, generator=torch.Generator().manual_seed(self.seed))[:self.select_subset].sort().values
-        sub = feats[idx]
+    idx = selection_subset(N, self.seed, self.select_subset)
+    sub = feats if idx is None else feats[idx]
     base = {**self.params, 'select': None, 'sparse_proxies': 'auto'}
-    config = lambda lr, wd: dict(lr_latent=lr, lr_proj1=lr * self.proj_lr_scale, lr_proj2=lr * self.proj_lr_scale,
-                                 weight_decay=wd)
-    cands = []
+    configs = candidate_configs(self)
+    exhaustive = self.select in ('exhaustive', 'loss')
+    mk = lambda cfg: _Run(MultiSub(self.encoder, **{**base, **cfg}, text_embeddings=False, eval_rounds=False,
+                                   diagnostics=False), sub, template, words, min(k, len(sub)))
     from tqdm.auto import tqdm
-    lrs, wds = self.grid.get('lr', (self.lr_latent,)), self.grid.get('weight_decay', (self.weight_decay,))
-    bar = tqdm(total=len(lrs) * len(wds), desc=f"multi-sub {dataset}/{concept}: selecting lr x weight decay",
+    bar = tqdm(total=len(configs), desc=f"multi-sub {dataset}/{concept}: selecting lr x weight decay",
                disable=not self.progress, leave=False)   # the candidates are most of a full-mode fit's time
-    for lr in lrs:
-        for wd in wds:
-            r = MultiSub(self.encoder, **{**base, **config(lr, wd)}, text_embeddings=False, eval_rounds=False,
-                         diagnostics=False).fit_features(sub, template, words, min(k, len(sub)))
-            cands.append(dict(lr=lr, weight_decay=wd, score=r.params['score'], status=r.status,
-                              n_pseudo_clusters=r.params['n_pseudo_clusters'], image_spread=r.params['image_spread'],
-                              collapsed=r.params['collapsed'], runtime_s=round(r.runtime_s, 3)))
-            bar.update(1)
+    runs, rungs = [], []
+    if exhaustive:                           # as before issue 23: each candidate to its end, one after the other
+        for cfg in configs:
+            run, run.trajectory = mk(cfg), []
+            while not run.done:                  # its score so far at every pause: what any rung would have seen
+                i = run.advance(lambda i: True)
+                if i['event'] != 'trained' and self.keep_best:
+                    run.trajectory.append([run.phase1_epochs_run, i['event'], i['round'], run.interim()])
+            run.finish(labels=True); runs.append(run); bar.update(1)
+    else:
+        runs = [mk(cfg) for cfg in configs]
+        alive = list(runs)
+        for rung in self.halving:
+            for run in alive: run.advance(_rung_until(rung)(run))
+            scored = []
+            for run in alive:
+                c = run.interim_collapsed() if run.info.get('status', 'ok') == 'ok' else run.info['status']
+                scored.append((run, run.interim() if not c else math.inf, c))
+            keep = rung_survivors(rung, [r.ms.lr_latent for r, _, _ in scored], [s for _, s, _ in scored])
+            rungs.append(dict(rung, n_in=len(alive), scores=[None if not math.isfinite(s) else s for _, s, _ in scored],
+                              collapsed=[c for _, _, c in scored],
+                              configs=[dict(lr=r.ms.lr_latent, weight_decay=r.ms.weight_decay) for r, _, _ in scored]))
+            bar.update(len(alive) - len(keep))
+            alive = [scored[i][0] for i in keep]
+        for run in alive: run.finish(labels=False); bar.update(1)
     bar.close()
-    chosen = choose_candidate(cands)
-    final = MultiSub(self.encoder, **{**base, **(config(chosen['lr'], chosen['weight_decay']) if chosen else {})},
-                     text_embeddings=self.text_embeddings, eval_rounds=self.eval_rounds, diagnostics=self.diagnostics,
-                     progress=self.progress)
-    res = final.fit_features(feats, template, words, k, true_labels, dataset, concept, word_source)
-    res.params.update(select='loss', sparse_proxies=self.sparse_proxies,
+    cands = []
+    for run in runs:
+        r, m = run.result, run.ms
+        cands.append(dict(lr=m.lr_latent, weight_decay=m.weight_decay, score=r.params['score'] if r else None,
+                          status=r.status if r else 'dropped', n_pseudo_clusters=r.params['n_pseudo_clusters'] if r else None,
+                          image_spread=r.params['image_spread'] if r else None,
+                          collapsed=r.params['collapsed'] if r else None, runtime_s=round(run.busy_s, 3),
+                          phase1_epochs_run=run.phase1_epochs_run,
+                          **({'trajectory': run.trajectory} if getattr(run, 'trajectory', None) else {})))
+    chosen = choose_candidate([c for c in cands if c['status'] != 'dropped'])
+    ci = None if chosen is None else next(i for i, c in enumerate(cands) if c is chosen)
+    win = None if chosen is None else runs[ci]
+    if win is not None and idx is None and not exhaustive:
+        # the candidates saw every image: the winner's run IS the refit (same seed, data and config: bit for bit, tested)
+        res = win.finish(labels=True, text_embeddings=self.text_embeddings, true_labels=true_labels, dataset=dataset,
+                         concept=concept, word_source=word_source)
+        final, refit = win.ms, False
+    else:
+        final = MultiSub(self.encoder, **{**base, **(configs[ci] if chosen else {})},
+                         text_embeddings=self.text_embeddings, eval_rounds=self.eval_rounds, diagnostics=self.diagnostics,
+                         progress=self.progress)
+        res = final.fit_features(feats, template, words, k, true_labels, dataset, concept, word_source)
+        refit = True
+    rule = ('exhaustive: every candidate to its end' if exhaustive else
+            'successive halving: at each rung the lowest scores so far go on (rung_survivors; collapsed or failed ones rank last)')
+    res.params.update(select=self.select, sparse_proxies=self.sparse_proxies,
                       selection=dict(criterion='relative_alignment_loss (lowest wins; collapsed candidates excluded)',
+                                     rule=rule, rungs=rungs if not exhaustive else None,
                                      chosen=None if chosen is None else dict(lr=chosen['lr'], weight_decay=chosen['weight_decay']),
-                                     candidates=cands, n_images=len(sub)))
+                                     candidates=cands, n_images=len(sub), refit=refit,
+                                     selection_s=round(sum(run.busy_s for run in runs), 3)))
     if chosen is None:
         res.message = (res.message + '; ' if res.message else '') + (
-            "select='loss': every candidate collapsed or failed; fitted with the configured lr_latent/weight_decay instead")
+            f"select={self.select!r}: every candidate collapsed or failed; fitted with the configured lr_latent/weight_decay instead")
     self.proxies_, self.projection_, self.result_, self.history_ = final.proxies_, final.projection_, res, final.history_
     res.runtime_s = time.perf_counter() - t0
     return res
@@ -413,7 +584,7 @@ PROTOCOL = dict(optimizer='adam', lr_latent=5e-2, lr_proj1=5e-4, lr_proj2=5e-4, 
                 keep_best=True, patience=5, tol=0.01)
 MultiSub.QUICK = dict(PROTOCOL, rounds=2, phase1_epochs=20, phase2_epochs=5, n_init=3, eval_rounds=False,
                       text_embeddings=False, diagnostics=False)
-MultiSub.FULL = dict(PROTOCOL, select='loss', rounds=3, phase1_epochs=20, phase2_epochs=5, select_subset=400, n_init=10)
+MultiSub.FULL = dict(PROTOCOL, select='halving', rounds=3, phase1_epochs=20, phase2_epochs=5, select_subset=400, n_init=10)
 
 
 # %% ../nbs/03a_multisub.ipynb #db66c58f

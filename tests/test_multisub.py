@@ -320,7 +320,10 @@ def test_protocol_options(enc, feats):
                                       phase1_epochs=3, phase2_epochs=0).fit_features(feats, TPL, WORDS, 3).history
                        if h['phase'] == 'I'][-1]['proj_dist']
     assert drift(10.0) < drift(0.0)                               # the anchor holds the projection
-    for bad, msg in [(dict(select='nmi'), "select must be None or 'loss'"), (dict(patience=0), 'patience'),
+    for bad, msg in [(dict(select='nmi'), "select must be None or one of"),
+                     (dict(halving=[dict(after_epochs=0, keep=2)]), 'halving rung'),
+                     (dict(halving=[dict(after_rounds=1, after_epochs=2, keep=2)]), 'halving rung'),
+                     (dict(halving=[dict(after_rounds=1)]), 'halving rung'), (dict(patience=0), 'patience'),
                      (dict(tol=1.0), 'tol'), (dict(proj_anchor=-1), 'proj_anchor'),
                      (dict(select='loss', grid=dict(beta=[.9])), 'grid must map')]:
         with pytest.raises(ValueError, match=msg): MultiSub(enc, **bad)
@@ -356,3 +359,74 @@ def test_bases_train_without_the_tower(enc, feats, basis):
     else:
         assert r.params['text_path_kind'] == f'direct ({basis} basis)'
         assert len(calls) <= 2                                    # the two tables (text, prompt), once per fit
+
+
+# ---------------------------------------------------------------- the cheaper selection (issue 23): exact shortcuts
+SEL = dict(MultiSub.QUICK, rounds=2, phase1_epochs=4, phase2_epochs=2, batch_size=16, n_init=1, threads=1,
+           grid=dict(lr=[5e-1, 1e-1, 1e-2], weight_decay=[1e-4, 1e-5]))   # tiny CLIP: only lr 5e-1 / wd 1e-5 does not collapse
+_same_emb = lambda a, b: a.keys() == b.keys() and all(np.array_equal(a[n], b[n]) for n in a)
+
+
+def test_interleaved_runs_compute_what_each_computes_alone(enc, feats):
+    "Two fits advanced epoch by epoch in turn (a halving selection's schedule) equal the same fits run alone, bit for bit."
+    from multiclust.multisub import _Run
+    true = np.arange(30) % 3
+    mss = [MultiSub(enc, **{**SEL, 'lr_latent': lr, 'seed': s}) for lr, s in ((5e-2, 0), (1e-2, 3))]
+    alone = [m.fit_features(feats, TPL, WORDS, 3, true_labels=true) for m in mss]
+    runs = [_Run(m, feats, TPL, WORDS, 3, true) for m in mss]
+    while not all(r.done for r in runs):
+        for r in runs: r.advance(lambda i: True)                      # one step each, in turn
+    for r, a in zip(runs, alone):
+        b = r.finish()
+        assert np.array_equal(a.labels, b.labels) and _same_emb(a.embeddings, b.embeddings)
+        assert a.history == b.history and a.params == b.params and a.metrics == b.metrics
+
+
+def test_halving_that_keeps_everyone_is_the_exhaustive_selection(enc, feats):
+    "Rungs that keep all 6 candidates: the same scores, the same choice, and the winner's own run = the refit."
+    true = np.arange(30) % 3
+    ex = MultiSub(enc, **SEL, select='exhaustive').fit_features(feats, TPL, WORDS, 3, true_labels=true)
+    hv = MultiSub(enc, **SEL, select='halving', halving=[dict(after_epochs=1, keep=6), dict(after_rounds=1, keep=6)]
+                  ).fit_features(feats, TPL, WORDS, 3, true_labels=true)
+    strip = lambda s: [{k: v for k, v in c.items() if k not in ('runtime_s', 'trajectory')} for c in s['candidates']]
+    assert strip(hv.params['selection']) == strip(ex.params['selection'])
+    ep1 = [[t[3] for t in c['trajectory'] if t[1] == 'epoch' and t[0] == 1][0] for c in ex.params['selection']['candidates']]
+    rung = hv.params['selection']['rungs'][0]                     # the rung saw what the exhaustive run passed through
+    for s_, c_, e in zip(rung['scores'], rung['collapsed'], ep1): assert (s_ is None) if c_ else s_ == e
+    assert hv.params['selection']['chosen'] == ex.params['selection']['chosen']
+    assert ex.params['selection']['refit'] and not hv.params['selection']['refit']
+    assert np.array_equal(hv.labels, ex.labels) and _same_emb(hv.embeddings, ex.embeddings)
+    assert hv.params['score'] == ex.params['score'] and hv.metrics == ex.metrics
+    # the refit ran with per-epoch diagnostics: the same training, more keys in its history
+    drop = lambda h: [{k: v for k, v in e.items() if k in ('round', 'phase', 'epoch', 'loss', 'relative_loss', 'event')}
+                      for e in h]
+    assert drop(hv.history) == [e for e in drop(ex.history)]
+
+
+def test_winner_reuse_equals_its_refit_bit_for_bit(enc, feats):
+    "N <= select_subset: the default halving returns the winner's own run; a plain fit of the chosen config equals it."
+    true = np.arange(30) % 3
+    ms = MultiSub(enc, **SEL, select='halving', halving=[dict(after_epochs=2, keep=3), dict(after_rounds=1, keep=1)])
+    r = ms.fit_features(feats, TPL, WORDS, 3, true_labels=true, dataset='d', concept='c')
+    s = r.params['selection']
+    assert not s['refit'] and s['chosen'] is not None and r.dataset == 'd' and r.concept == 'c'
+    assert [g['n_in'] for g in s['rungs']] == [6, 3] and sum(c['status'] == 'dropped' for c in s['candidates']) == 5
+    lr = s['chosen']['lr']
+    again = MultiSub(enc, **{**SEL, 'lr_latent': lr, 'lr_proj1': lr * 1e-2, 'lr_proj2': lr * 1e-2,
+                             'weight_decay': s['chosen']['weight_decay']}).fit_features(feats, TPL, WORDS, 3, true_labels=true, dataset='d', concept='c')
+    assert np.array_equal(r.labels, again.labels) and _same_emb(r.embeddings, again.embeddings)
+    assert r.history == again.history and r.metrics == again.metrics and r.params['score'] == again.params['score']
+    assert {k: v for k, v in r.params.items() if k not in ('select', 'selection', 'sparse_proxies', 'halving')} == \
+        {k: v for k, v in again.params.items() if k not in ('select', 'selection', 'sparse_proxies', 'halving')}
+    # every survivor's score is the score of the same candidate in the exhaustive selection
+    ex = MultiSub(enc, **SEL, select='exhaustive').fit_features(feats, TPL, WORDS, 3)
+    for a, b in zip(s['candidates'], ex.params['selection']['candidates']):
+        assert (a['lr'], a['weight_decay']) == (b['lr'], b['weight_decay'])
+        if a['status'] != 'dropped': assert a['score'] == b['score'] and a['collapsed'] == b['collapsed']
+
+
+def test_halving_on_a_subset_refits_on_all_images(enc, feats):
+    r = MultiSub(enc, **SEL, select='halving', select_subset=20).fit_features(feats, TPL, WORDS, 3)
+    s = r.params['selection']
+    assert s['n_images'] == 20 and s['refit'] and len(r.labels) == 30 and r.params['n_images'] == 30
+    assert s['rungs'][0]['after_epochs'] == 2 and len(s['rungs'][0]['scores']) == 6

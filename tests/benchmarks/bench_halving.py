@@ -1,7 +1,9 @@
-"""Benchmark: would successive halving pick the configuration `select='loss'` picks, for less? (not built; a question)
+"""Benchmark: would successive halving pick the configuration the exhaustive selection picks, for less?
 
-Per concept x seed of `load_dataset('synthetic', n=1000)` (toy CLIP, shipped reference words): the library's full
-mode (24 candidates of the paper's lr x weight-decay grid, 3 rounds each, on the seeded 400-image subset), then every
+(The question that led to `select='halving'`, issue 23; `bench_select_cost.py` measures the built one.)
+Per concept x seed of `load_dataset('synthetic', n=1000)` (toy CLIP, shipped reference words): the library's
+exhaustive full mode (`select='exhaustive'`: 24 candidates of the paper's lr x weight-decay grid, 3 rounds each, on
+the seeded 400-image subset), then every
 candidate once more for its first round only (`rounds=1`, the same subset and seed: the same first round). Printed:
 where the 3-round winner ranks by the first round's relative loss, the first round's share of the candidates'
 time, and for each `keep` whether keeping only the `keep` best after round 1 would have chosen the same.
@@ -25,23 +27,24 @@ def main():
     from multiclust.clip import load_encoder
     from multiclust.data import load_dataset, extract_features
     from multiclust.methods import run_method
-    from multiclust.multisub import MultiSub
+    from multiclust.multisub import MultiSub, selection_subset, candidate_configs
     from multiclust.refwords import reference_words
     enc = load_encoder('toyclip'); ds = load_dataset('synthetic', n=1000); feats = extract_features(enc, ds, progress=False)
     ok = lambda c, s, col: c['status'] == 'ok' and not c[col] and math.isfinite(c[s])
     rows = []
     for seed in [int(s) for s in a.seeds.split(',')]:
         for c in a.concepts.split(','):
-            r = run_method('multisub', enc, ds, c, seed, feats=feats)                   # the library's full mode
+            r = run_method('multisub', enc, ds, c, seed, feats=feats, select='exhaustive')   # the library's old full mode
             sel = r.params['selection']
-            n_sub = sel['n_images']
-            idx = torch.randperm(len(feats), generator=torch.Generator().manual_seed(seed))[:n_sub].sort().values
-            sub, words, t = feats[idx], reference_words('synthetic', c).words, time.perf_counter()
+            full = MultiSub(enc, **{**MultiSub.FULL, 'seed': seed})
+            idx = selection_subset(len(feats), seed, full.select_subset)          # the library's subset and grid
+            sub, words, t = feats if idx is None else feats[idx], reference_words('synthetic', c).words, time.perf_counter()
+            assert len(sub) == sel['n_images']
             cands = []
-            for cand in sel['candidates']:
+            for cand, cfg in zip(sel['candidates'], candidate_configs(full)):
                 lr, wd = cand['lr'], cand['weight_decay']
-                kw = {**MultiSub.FULL, 'select': None, 'select_subset': None, 'rounds': 1, 'lr_latent': lr,
-                      'lr_proj1': lr * 1e-2, 'lr_proj2': lr * 1e-2, 'weight_decay': wd, 'seed': seed,
+                assert (lr, wd) == (cfg['lr_latent'], cfg['weight_decay'])
+                kw = {**MultiSub.FULL, 'select': None, 'select_subset': None, 'rounds': 1, **cfg, 'seed': seed,
                       'text_embeddings': False, 'eval_rounds': False, 'diagnostics': False, 'sparse_proxies': 'auto'}
                 m = MultiSub(enc, **kw).fit_features(sub, r.params['template'], words, ds.n_clusters(c))
                 cands.append(dict(lr=lr, weight_decay=wd, score1=m.params['score'], status=m.status,
