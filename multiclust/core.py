@@ -95,12 +95,15 @@ def _threads(n):
     finally:
         if n: torch.set_num_threads(old)
 
+def _rng_devices(device) -> list[int]:
+    "The GPU indices whose RNG a fit on `device` forks: its own GPU, or none on the CPU."
+    device = torch.device('cpu' if device is None else device)
+    return [device.index if device.index is not None else torch.cuda.current_device()] if device.type == 'cuda' else []
+
 @contextlib.contextmanager
 def seeded(seed: int, threads: int | None = None, device: str | torch.device | None = None):
     "A fit's block: `threads` pinned, the RNG of the CPU (and of `device` if it is a GPU) forked and seeded; yields a seeded CPU generator."
-    device = torch.device('cpu' if device is None else device)
-    gpus = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == 'cuda' else []
-    with _threads(threads), torch.random.fork_rng(devices=gpus):
+    with _threads(threads), torch.random.fork_rng(devices=_rng_devices(device)):
         torch.manual_seed(seed)
         yield torch.Generator().manual_seed(seed)
 

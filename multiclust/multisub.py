@@ -14,7 +14,7 @@ from .clip import Encoder, PromptError
 from .proxy import (Proxies, NonFiniteLoss, reference_embeddings, check_template, make_text_path,
                               phase1_epoch, RowAdagrad)
 from .losses import pseudo_labels, joint_embedding, phase2_epoch, INTRA
-from .core import ClusterResult, check_k, check_features, kmeans, resolve_task, _metrics, seeded, _threads
+from .core import ClusterResult, check_k, check_features, kmeans, resolve_task, _metrics, seeded, _threads, _rng_devices
 
 # %% auto #0
 __all__ = ['PAPER_GRID', 'BASES', 'SELECT', 'HALVING', 'KEEPS', 'COLLAPSE_SPREAD', 'MIN_GAIN', 'SUBSPACE_CLUSTERINGS', 'PROTOCOL',
@@ -264,7 +264,7 @@ class _Run:
     @contextlib.contextmanager
     def _block(self):
         t0, dev, seed = time.perf_counter(), self.feats.device, self.ms.seed
-        gpus = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == 'cuda' else []
+        gpus = _rng_devices(dev)                                              # as `seeded` forks them
         with _threads(self.ms.threads), torch.random.fork_rng(devices=gpus):
             if self._rng is None: torch.manual_seed(seed)                       # as `seeded` does at a fit's start
             else:
