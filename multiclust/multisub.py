@@ -17,10 +17,11 @@ from .losses import pseudo_labels, joint_embedding, phase2_epoch, INTRA
 from .core import ClusterResult, check_k, check_features, kmeans, resolve_task, _metrics, seeded, _threads, _rng_devices
 
 # %% auto #0
-__all__ = ['PAPER_GRID', 'BASES', 'SELECT', 'HALVING', 'KEEPS', 'COLLAPSE_SPREAD', 'MIN_GAIN', 'SUBSPACE_CLUSTERINGS', 'PROTOCOL',
-           'rung_survivors', 'MultiSub', 'spread', 'effective_rank', 'balanced_embedding', 'relative_alignment_loss',
-           'is_collapsed', 'cluster_embedding', 'subspace_clusterings', 'basis_embeddings', 'DirectPath',
-           'choose_candidate', 'selection_subset', 'candidate_configs']
+__all__ = ['PAPER_GRID', 'BASES', 'SELECT', 'HALVING', 'KEEPS', 'COLLAPSE_SPREAD', 'MIN_GAIN', 'SUBSPACE_CLUSTERINGS',
+           'EXTEND_NEIGHBOURS', 'EXTENSION', 'TRAIN_SUBSET', 'PROTOCOL', 'rung_survivors', 'MultiSub', 'spread',
+           'effective_rank', 'balanced_embedding', 'relative_alignment_loss', 'is_collapsed', 'cluster_embedding',
+           'subspace_clusterings', 'basis_embeddings', 'DirectPath', 'extend_proxies', 'choose_candidate',
+           'selection_subset', 'candidate_configs']
 
 # %% ../nbs/03a_multisub.ipynb #83662a41
 def _rowwise(sparse_proxies, optimizer: str, weight_decay: float, lr_latent: float) -> bool:
@@ -85,7 +86,7 @@ class MultiSub:
                  proj_anchor: float = 0.0, balance: bool = True, patience: int | None = None, tol: float = 0.0,
                  keep_best: bool = False, select: str | None = None, grid: dict | None = None, halving=HALVING,
                  proj_lr_scale: float = 1e-2, select_subset: int | None = None, diagnostics: bool = True,
-                 basis: str = 'token', intra: str = 'squared'):
+                 basis: str = 'token', intra: str = 'squared', train_subset: int | None = None):
         if rounds < 1 or phase1_epochs < 0 or phase2_epochs < 0:
             raise ValueError(f"need rounds >= 1 and epochs >= 0, got rounds={rounds}, phase1_epochs={phase1_epochs}, "
                              f"phase2_epochs={phase2_epochs}")
@@ -97,6 +98,9 @@ class MultiSub:
         if basis not in BASES: raise ValueError(f"basis must be one of {list(BASES)}, got {basis!r}")
         if intra not in INTRA: raise ValueError(f"intra must be one of {list(INTRA)}, got {intra!r}")
         if not proj_anchor >= 0: raise ValueError(f"proj_anchor must be >= 0, got {proj_anchor}")
+        for name, v in (('train_subset', train_subset), ('select_subset', select_subset)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 2):
+                raise ValueError(f"{name} must be None (every image) or an integer >= 2, got {v!r}")
         if not 0 <= tol < 1: raise ValueError(f"tol must be in [0, 1) (a fraction of the images), got {tol}")
         if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
             raise ValueError(f"patience must be None or an integer >= 1, got {patience!r}")
@@ -111,7 +115,7 @@ class MultiSub:
                            cluster_on=cluster_on, n_init=n_init, text_path=text_path, seed=seed, threads=threads,
                            sparse_proxies=sparse_proxies, proj_anchor=proj_anchor, balance=balance, patience=patience,
                            tol=tol, keep_best=keep_best, select=select, grid=grid, halving=halving, proj_lr_scale=proj_lr_scale,
-                           select_subset=select_subset, basis=basis, intra=intra)
+                           select_subset=select_subset, basis=basis, intra=intra, train_subset=train_subset)
         self.text_embeddings, self.eval_rounds, self.progress = text_embeddings, eval_rounds, progress
         self.diagnostics = diagnostics
         for k, v in self.params.items(): setattr(self, k, v)
@@ -246,9 +250,12 @@ class _Run:
                  dataset: str = '', concept: str = '', word_source: str = 'user'):
         t0 = time.perf_counter()
         self.ms, self.template = ms, template
-        self.feats = check_features(ms.encoder, feats)
-        self.N = len(self.feats)
-        self.k = check_k(k, self.N)
+        self.all_feats = check_features(ms.encoder, feats)     # every image: the result clusters all of them
+        self.n_all = len(self.all_feats)
+        self.k = check_k(k, self.n_all)
+        self.train_idx = selection_subset(self.n_all, ms.seed, ms.train_subset)    # None: train on every image
+        self.feats = self.all_feats if self.train_idx is None else self.all_feats[self.train_idx.to(self.all_feats.device)]
+        self.N = len(self.feats)                                # the images training sees
         self.words = list(words) if not isinstance(words, str) else words
         self._set(true_labels, dataset, concept, word_source)
         self.labels, self.text_embeddings = True, ms.text_embeddings
@@ -258,7 +265,7 @@ class _Run:
 
     def _set(self, true_labels, dataset, concept, word_source):
         true = None if true_labels is None else np.asarray(true_labels)
-        if true is not None and len(true) != self.N: raise ValueError(f"true_labels has {len(true)} entries for {self.N} images")
+        if true is not None and len(true) != self.n_all: raise ValueError(f"true_labels has {len(true)} entries for {self.n_all} images")
         self.true, self.names = true, (dataset, concept, word_source)
 
     @contextlib.contextmanager
@@ -329,7 +336,8 @@ def _fit_steps(self: MultiSub, run: _Run):
     px = Proxies(B, N, latent=self.latent, init_std=self.init_std, generator=gen)
     rowwise = _rowwise(self.sparse_proxies, self.optimizer, self.weight_decay, self.lr_latent)
     hist, status, message, prev = [], 'ok', '', None
-    true = run.true                                           # eval_rounds / diagnostics read it (a fit's own labels)
+    true = run.true if run.true is None or run.train_idx is None else run.true[run.train_idx.numpy()]
+    # ^ eval_rounds / diagnostics read it (the training images' own labels): reports, never decisions
     snap = lambda: (px.p.detach().clone(), copy.deepcopy(proj.state_dict()))
     def restore(s):
         with torch.no_grad(): px.p.copy_(s[0])
@@ -438,32 +446,58 @@ def _fit_steps(self: MultiSub, run: _Run):
     while True:                                               # each `finish` makes a result from the same state
         true, (dataset, concept, word_source) = run.true, run.names
         with torch.no_grad():
-            W = px(); V = proj(feats)
+            pxa = px if run.train_idx is None else extend_proxies(px, proj(feats), proj(run.all_feats), run.train_idx)
+            W = pxa(); V = proj(run.all_feats); Vt = V if run.train_idx is None else V[run.train_idx.to(V.device)]
             need = ('prompt_text',) + (('proxy_text',) if run.text_embeddings or 'text' in self.cluster_on else ())
-            emb = {**self._proxy_embeddings(px, path, Z, tables, need), 'image': V, 'pseudo_labels': pseudo_labels(W, B)}
+            emb = {**self._proxy_embeddings(pxa, path, Z, tables, need), 'image': V, 'pseudo_labels': pseudo_labels(W, B)}
             for name, parts in self.CLUSTER_ON.items():
                 if len(parts) > 1 and all(p in emb for p in parts): emb[name] = joint_embedding(*(emb[p] for p in parts))
             emb[self.cluster_on] = X = self._cluster_embedding(emb)
             labels = kmeans(X, k, self.seed, self.n_init) if run.labels else None   # a candidate's labels: nothing reads them
             score = relative_alignment_loss(V, emb['prompt_text'] if self.basis == 'token' else W)   # what Phase I aligned
-            npc, spr = int(len(emb['pseudo_labels'].unique())), spread(V[sub])
+            npc, spr = int(len(emb['pseudo_labels'].unique())), spread(Vt[sub])
         emb = {n: v.cpu().numpy() for n, v in emb.items()}          # numpy from here on: back on the CPU
         res = ClusterResult(self.method, dataset, concept, k, self.seed, labels, emb, hist, enc.describe(), list(words),
                             word_source, 0.0, None, {**self.params, 'template': template, 'text_path_kind': path.kind,
                                                      'proxy_update': 'rows' if rowwise else 'dense',
-                                                     'n_images': N, 'threads_used': torch.get_num_threads(), 'score': score,
+                                                     'n_images': run.n_all, 'n_trained': N, 'extension': None if
+                                                     run.train_idx is None else EXTENSION,
+                                                     'threads_used': torch.get_num_threads(), 'score': score,
                                                      'image_spread': spr, 'pretrained_spread': spread0,
                                                      'n_pseudo_clusters': npc, 'collapsed': is_collapsed(npc, spr, spread0)},
                             status, message)
         if true is not None and labels is not None:
             res.metrics = {**_metrics(true, labels), **_metrics(true, emb['pseudo_labels'], 'pseudo_'),
                            'n_pseudo_clusters': npc}
-        self.proxies_, self.projection_, self.result_ = px, proj, res
+        self.proxies_, self.projection_, self.result_ = pxa, proj, res
         self.history_ = hist
         yield res
 
 MultiSub.fit_features, MultiSub._cluster_embedding, MultiSub._proxy_embeddings = (_fit_features, _cluster_embedding,
                                                                                    _proxy_embeddings)
+
+EXTEND_NEIGHBOURS = 10     # a held-out image's proxy: the mean latent of this many nearest trained images
+EXTENSION = (f"train_subset: trained on the seeded subset selection_subset(N, seed, train_subset); every other image's "
+             f"latent = the mean latent of its {EXTEND_NEIGHBOURS} nearest trained images by cosine in the learned "
+             "image space (the trained projection); then every image is embedded and clustered")
+
+@torch.no_grad()
+def extend_proxies(px: Proxies, V_train: torch.Tensor, V_all: torch.Tensor, idx: torch.Tensor,
+                   k: int = EXTEND_NEIGHBOURS, chunk: int = 4096) -> Proxies:
+    '''Proxies for all `len(V_all)` images from those trained on the rows `idx` of them (our design, issue 23): a
+    trained row keeps its latent exactly; every other row gets the mean latent of its `k` nearest trained images
+    by cosine between the trained projection's image embeddings (`V_train` = `V_all[idx]`). No text tower and no
+    gradient: the cost past the training subset is one similarity product per image, in chunks of `chunk` rows.'''
+    if len(V_train) != len(idx) or len(px.p) != len(idx):
+        raise ValueError(f"{len(px.p)} trained latents, {len(V_train)} trained embeddings and {len(idx)} indices must agree")
+    out = Proxies(px.Z, len(V_all), latent=px.latent)
+    idx = idx.to(px.p.device)
+    Vt, k = F.normalize(V_train.float(), dim=-1), min(k, len(V_train))
+    for s in range(0, len(V_all), chunk):
+        nn_ = (F.normalize(V_all[s:s + chunk].float(), dim=-1) @ Vt.T).topk(k, dim=1).indices
+        out.p.data[s:s + chunk] = px.p.detach()[nn_].mean(1)
+    out.p.data[idx] = px.p.detach()
+    return out
 
 
 # %% ../nbs/03a_multisub.ipynb #6186669d
@@ -580,11 +614,13 @@ MultiSub._select_fit = _select_fit
 
 
 # %% ../nbs/03a_multisub.ipynb #bee6e381
+TRAIN_SUBSET = 1000      # full mode trains on at most this many images (a seeded subset) and extends to the rest
 PROTOCOL = dict(optimizer='adam', lr_latent=5e-2, lr_proj1=5e-4, lr_proj2=5e-4, weight_decay=1e-5, proj_anchor=1e-2,
                 keep_best=True, patience=5, tol=0.01)
 MultiSub.QUICK = dict(PROTOCOL, rounds=2, phase1_epochs=20, phase2_epochs=5, n_init=3, eval_rounds=False,
                       text_embeddings=False, diagnostics=False)
-MultiSub.FULL = dict(PROTOCOL, select='halving', rounds=3, phase1_epochs=20, phase2_epochs=5, select_subset=400, n_init=10)
+MultiSub.FULL = dict(PROTOCOL, select='halving', rounds=3, phase1_epochs=20, phase2_epochs=5, select_subset=400, n_init=10,
+                     train_subset=TRAIN_SUBSET)
 
 
 # %% ../nbs/03a_multisub.ipynb #db66c58f

@@ -49,12 +49,13 @@ def test_multisub_full_mode_diagnostics_and_bases_on_the_device(enc, syn):
     "Full mode's selection (a small grid), the per-epoch diagnostics with labels, and a text basis."
     feats, true = extract_features(enc, syn, progress=False), syn.label_ids('color')
     full = {**MultiSub.FULL, 'rounds': 1, 'phase1_epochs': 2, 'phase2_epochs': 1, 'select_subset': 24,
-            'grid': {'lr': (5e-2, 1e-2), 'weight_decay': (1e-5,)}}
+            'train_subset': 30, 'grid': {'lr': (5e-2, 1e-2), 'weight_decay': (1e-5,)}}   # the extension runs too
     with on_second_device(enc) as mode:
         r = MultiSub(enc, **full).fit_features(feats, 'a shape with the color of *', WORDS, 6, true)
         MultiSub(enc, rounds=2, phase1_epochs=2, phase2_epochs=1, diagnostics=True, eval_rounds=True, keep_best=True,
                  patience=1, basis='prompt').fit_features(feats, 'a shape with the color of *', WORDS, 6, true)
     assert len(r.params['selection']['candidates']) == 2 and mode.updates['host'] == 0
+    assert r.params['n_trained'] == 30 < len(syn) == len(r.labels)
 
 
 def test_cluster_on_the_device(enc, syn, tmp_path):
