@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_cluster.ipynb #7bf36a44
 from __future__ import annotations
-import argparse, base64, hashlib, html, io, json, os, sys, time, warnings
+import argparse, base64, hashlib, html, io, json, os, shutil, sys, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -19,8 +19,8 @@ from .core import ClusterResult, check_k, check_features, kmeans, default_templa
 from .report import atomic_write_text, atomic_write_file, OutputFolder
 
 # %% auto #0
-__all__ = ['SCAN_VERSION', 'K_MAX', 'DEFAULT_METHOD', 'scan_images', 'k_range', 'choose_k', 'word_weights', 'name_clusters',
-           'read_labels', 'Clusterer', 'cluster', 'add_cluster_parser', 'cmd_cluster']
+__all__ = ['SCAN_VERSION', 'K_MAX', 'DEFAULT_METHOD', 'EXPORTS', 'scan_images', 'k_range', 'choose_k', 'word_weights',
+           'name_clusters', 'read_labels', 'Clusterer', 'cluster', 'add_cluster_parser', 'cmd_cluster']
 
 # %% ../nbs/08_cluster.ipynb #f441b01f
 SCAN_VERSION = 2          # bump when what decodes changes (v2: keyed by content, not by size and mtime)
@@ -249,6 +249,8 @@ class Clusterer:
         rw = self._words()
         reference_embeddings(enc, rw.words)                    # a word the encoder cannot embed fails before any work
         N = len(ds)
+        if N < 2: raise DataError(f"{'the features given' if given else ds.root}: only {N} readable image; clustering needs at least 2"
+                                  + (f" (skipped: {', '.join(s['path'] for s in skipped[:3])})" if skipped else ''))
         if self.k is not None: check_k(self.k, N)
         t1 = time.perf_counter()
         if not given: feats = check_features(enc, extract_features(enc, ds, cache_dir=self.cache_dir, progress=self.progress))
@@ -359,18 +361,63 @@ def _html(self: Clusterer, per_cluster: int = 24, size: int = 128) -> str:
         parts.append("<h2>Skipped files</h2><ul>" + ''.join(f"<li>{e(s['path'])}: {e(s['reason'])}</li>" for s in self.skipped_) + "</ul>")
     return ''.join(parts) + "</body></html>\n"
 
-def _write(self: Clusterer, folder: Path):
-    "Write assignments.csv, clusters.json, gallery.png and gallery.html into `folder` (a run's private folder)."
+EXPORTS = ('folders',)            # what `--export` can write besides the four files
+
+def _path_part(s: str) -> str:
+    "`s` made safe as one part of a file name: no separators, no leading dot (so never '..' or hidden)."
+    s = ''.join('_' if ch in '/\\\0' or ord(ch) < 32 else ch for ch in s.strip())
+    return s.lstrip('.') or '_'
+
+def _folder_name(c: int, name: str, limit: int = 80) -> str:
+    "Cluster `c`'s export folder: its number and name as one safe path part, e.g. `0 red+blue` (the number keeps them apart and in order)."
+    return _path_part(f"{c} {name.replace(' / ', '+')}"[:limit])
+
+def _check_export(self: Clusterer, export, copy: bool):
+    "A clear error before anything is written: an unknown `export`, `copy` without it, or nothing to export."
+    if export is None:
+        if copy: raise ValueError("copy=True (--copy) only applies with export='folders' (--export folders)")
+        return
+    if export not in EXPORTS: raise ValueError(f"export={export!r}: unknown; choose one of {EXPORTS} (or None)")
+    if self.dataset_ is None: raise ValueError("fitted on features, not images: there are no image files to export as folders")
+
+def _export_folders(self: Clusterer, folder: Path, copy: bool = False) -> Path:
+    '''One folder per cluster under `folder/clusters/`, named by `_folder_name`, holding each of its images: a
+    symbolic link to the original (absolute target), or with `copy=True` a copy. An image's file name is its path in
+    the scanned folder with `/` turned into `__` (so two `img1.jpg` in different subfolders stay two files).
+    `folder` is the run's private folder (`OutputFolder.tmp`): the user's images are only ever read.'''
+    root = folder / 'clusters'
+    dirs = [root / _folder_name(c, n) for c, n in enumerate(self.names_)]
+    for d in dirs: d.mkdir(parents=True)
+    base, taken = Path(self.dataset_.root).resolve(), set()
+    for i, p in enumerate(self.paths_):
+        d, name = dirs[int(self.labels_[i])], _path_part(p.replace('/', '__'))
+        stem, suf, j = Path(name).stem, Path(name).suffix, 2
+        while (d, name) in taken: name, j = f"{stem}~{j}{suf}", j + 1       # 'a/b.png' and 'a__b.png'
+        taken.add((d, name))
+        src = base / p
+        if copy: shutil.copy2(src, d / name)
+        else: os.symlink(src.resolve(), d / name)
+    return root
+
+def _write(self: Clusterer, folder: Path, export: str | None = None, copy: bool = False):
+    "Write assignments.csv, clusters.json, gallery.png and gallery.html (and with `export='folders'` the cluster folders) into `folder` (a run's private folder)."
+    _check_export(self, export, copy)
+    info = {**self.info_, 'export': None if export is None else {'kind': export, 'folder': 'clusters',
+            'files': 'copies' if copy else 'symbolic links to the originals',
+            'clusters': {str(c): _folder_name(c, n) for c, n in enumerate(self.names_)}}}
     atomic_write_text(folder / 'assignments.csv', self.assignments.to_csv(index=False))
-    atomic_write_text(folder / 'clusters.json', json.dumps(_jsonable(self.info_), indent=1) + '\n')
+    atomic_write_text(folder / 'clusters.json', json.dumps(_jsonable(info), indent=1) + '\n')
     if self.dataset_ is not None:                            # fitted on features: no pictures to write
         self.gallery(folder / 'gallery.png')
         atomic_write_text(folder / 'gallery.html', _html(self))
+    if export == 'folders': _export_folders(self, folder, copy)
 
-def _save(self: Clusterer, out, force: bool = False) -> Path:
+def _save(self: Clusterer, out, force: bool = False, export: str | None = None, copy: bool = False) -> Path:
     '''Write the outputs into `out` as one set (`OutputFolder`): refused if `out` already holds files, unless
-    `force=True` replaces it whole. Returns the folder written (another, numbered, if `out` appeared meanwhile).'''
-    with OutputFolder(out, force=force) as o: _write(self, o.tmp)
+    `force=True` replaces it whole. `export='folders'`: also one folder per cluster under `out/clusters/` (symbolic
+    links to your images; `copy=True` copies them). Returns the folder written (another, numbered, if `out` appeared meanwhile).'''
+    _check_export(self, export, copy)                        # before the output folder is made
+    with OutputFolder(out, force=force) as o: _write(self, o.tmp, export, copy)
     if o.note: warnings.warn(o.note)
     return o.path
 
@@ -400,14 +447,12 @@ def add_cluster_parser(sub) -> argparse.ArgumentParser:
     c.add_argument('--labels', help='optional CSV path,<concept>: also score the clustering (NMI/RI/ARI/ACC)')
     c.add_argument('--out', help='output folder (default: ./multiclust-<folder>-<concept>/, numbered -2, -3, ... if taken)')
     c.add_argument('--force', action='store_true', help='replace an existing --out as a whole (default: refuse)')
+    c.add_argument('--export', choices=EXPORTS, help="also write the clusters as folders: --out/clusters/<number> <name>/ "
+                   "holding symbolic links to your images (your files are never moved or changed)")
+    c.add_argument('--copy', action='store_true', help='with --export folders: copy the images instead of linking them')
     c.add_argument('--no-progress', action='store_true')
     c.set_defaults(fn=cmd_cluster)
     return c
-
-def _path_part(s: str) -> str:
-    "`s` made safe as one part of a file name: no separators, no leading dot (so never '..' or hidden)."
-    s = ''.join('_' if ch in '/\\\0' or ord(ch) < 32 else ch for ch in s.strip())
-    return s.lstrip('.') or '_'
 
 def cmd_cluster(a) -> int:
     "Run `multiclust cluster`: print the clusters and where the outputs went."
@@ -415,6 +460,7 @@ def cmd_cluster(a) -> int:
     words = None if a.words is None else [w.strip() for w in a.words.split(',') if w.strip()]
     if words is not None and len(set(words)) < 2: raise DataError(f"--words: need at least 2 distinct words, comma separated, got {a.words!r}")
     if a.k is not None and a.k < 2: raise DataError(f"--k {a.k}: need at least 2 clusters")
+    if a.copy and a.export != 'folders': raise DataError("--copy: only with --export folders (it copies the images into the cluster folders)")
     folder = Path(a.folder).expanduser().resolve().name or 'images'
     out = Path(a.out) if a.out else Path.cwd() / f"multiclust-{_path_part(folder)}-{_path_part(a.by.replace(' ', '_'))}"
     try:
@@ -426,7 +472,7 @@ def cmd_cluster(a) -> int:
             print(f"encoder {enc.name} on {enc.device}" + (f": {enc.note}" if enc.note else ''), flush=True)
             if enc.name == 'offline': print(f"NOTE: {OFFLINE_CAN_SEE}.", flush=True)   # said before the work, not after
             res.fit(a.folder)
-            _write(res, o.tmp)
+            _write(res, o.tmp, a.export, a.copy)
     except (ValueError, PromptError, OSError) as e:
         if isinstance(e, FileNotFoundError): raise
         raise DataError(str(e)) from None
@@ -447,4 +493,6 @@ def cmd_cluster(a) -> int:
     if i['metrics']: print('scored against', a.labels, ':', ', '.join(f"{m}={v:.3f}" for m, v in i['metrics'].items()))
     if o.note: print(o.note)
     print(f"wrote {out}/assignments.csv, clusters.json, gallery.png, gallery.html")
+    if a.export == 'folders':
+        print(f"wrote {out}/clusters/: {len(i['clusters'])} folders of {'copies of' if a.copy else 'links to'} your images")
     return 0

@@ -97,10 +97,38 @@ def test_bad_inputs(photos, tmp_path, capsys):
              ([str(photos), '--by', 'color', '--words', WORDS, '--method', 'zeroshot-label', '--k', '3'], 'oracle'),
              ([str(photos), '--by', 'color', '--words', WORDS, '--method', 'nope'], 'unknown method'),
              ([str(photos), '--by', 'color', '--words', WORDS, '--labels', str(tmp_path / 'none.csv')], 'labels file not found')]
+    (tmp_path / 'one').mkdir(); shutil.copy(next(photos.glob('a/*.png')), tmp_path / 'one' / 'only.png')
+    cases += [([str(tmp_path / 'one'), '--by', 'color', '--words', WORDS], 'only 1 readable image'),
+              ([str(photos), '--by', 'color', '--words', WORDS, '--copy'], '--copy: only with --export folders')]
     for args, msg in cases:
         assert _cli(args, tmp_path) == 2, args
         err = capsys.readouterr().err
         assert msg in err, (args, err)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(('multiclust-', '.multiclust-'))]   # nothing half-written
+
+
+@pytest.mark.parametrize('copy', [False, True])
+def test_export_folders(photos, tmp_path, capsys, copy):
+    "--export folders: one folder per cluster named by the cluster, links (or copies) of every image, the originals untouched."
+    before = {p: p.read_bytes() for p in photos.rglob('*') if p.is_file()}
+    out = tmp_path / 'o'
+    assert _cli([str(photos), '--by', 'color', '--object', 'shape', '--words', WORDS, '--k', '4', '--out', str(out),
+                 '--export', 'folders'] + (['--copy'] if copy else []), tmp_path) == 0
+    assert 'clusters/: 4 folders' in capsys.readouterr().out
+    a, info = pd.read_csv(out / 'assignments.csv'), json.loads((out / 'clusters.json').read_text())
+    dirs = sorted((out / 'clusters').iterdir())
+    assert [d.name for d in dirs] == [info['export']['clusters'][str(c)] for c in range(4)]
+    for c, d in enumerate(dirs):
+        assert d.name.startswith(f"{c} ") and info['clusters'][c]['name'].split(' / ')[0] in d.name
+        files = sorted(f.name for f in d.iterdir())
+        assert files == sorted(p.replace('/', '__') for p in a.path[a.cluster == c])
+        for f in d.iterdir():
+            assert f.is_symlink() != copy
+            assert f.read_bytes() == (photos / f.name.replace('__', '/')).read_bytes()
+    assert {p: p.read_bytes() for p in photos.rglob('*') if p.is_file()} == before      # nothing moved or changed
+    assert _cli([str(photos), '--by', 'color', '--words', WORDS, '--k', '4', '--out', str(out), '--export', 'folders'],
+                tmp_path) == 2                                                           # an existing --out is refused
+    assert 'already holds files' in capsys.readouterr().err
 
 
 def test_pil_images_and_paths(photos):
