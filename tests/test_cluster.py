@@ -49,14 +49,19 @@ def test_cluster_command_end_to_end(photos, tmp_path, capsys, k, words):
     assert info['k_chosen_by'] == ('given' if k else 'silhouette') and a.cluster.nunique() == info['k']
     if k: assert info['k'] == k
     else: assert set(info['k_rule']['tried']) >= {'2', '3'} and 2 <= info['k'] <= 12
-    assert info['word_source'] == ('user' if words else 'wordnet-hyponyms')
-    if not words: assert '04956594-n' in info['word_note']                 # WordNet's colour synset is recorded
+    assert info['word_source'] == ('user' if words else 'image-chosen')
+    if not words:                                                           # no words, no key: the images chose them
+        assert list(info['word_scores']) == info['words'] and 2 <= len(info['words']) <= 12
+        assert all(0 < v <= 1 for v in info['word_scores'].values()) and 'WordNet' in info['word_note']
     assert info['encoder']['encoder'] == 'toyclip' and info['method'] == 'multisub' and info['runtime_s'] > 0
     names = dict(zip(a.cluster, a.name)); assert len(set(names.values())) == info['k']
     assert ((a.confidence > 0) & (a.confidence <= 1 + 1e-6)).all()
     assert (out / 'gallery.png').stat().st_size > 1000
     html = (out / 'gallery.html').read_text()
     assert html.count("class='cluster'") == info['k'] and 'src="http' not in html and "src='http" not in html
+    assert all(w in html for w in info['words'])                        # the gallery names the words (and their scores)
+    if not words: assert f"{info['words'][0]} {info['word_scores'][info['words'][0]]:.3f}" in html
+    if not k: assert html.count("<td>K=") == len(info['k_rule']['tried']) and 'class=chosen' in html   # the K curve it chose from
 
 
 def test_api_labels_equal_command_labels(photos, tmp_path):
@@ -91,7 +96,8 @@ def test_bad_inputs(photos, tmp_path, capsys):
              ([str(tmp_path / 'junk'), '--by', 'color'], "none of the 1 image file(s) can be read"),
              ([str(photos), '--by', 'color', '--k', '1', '--words', WORDS], 'at least 2 clusters'),
              ([str(photos), '--by', 'color', '--k', '49', '--words', WORDS], 'larger than the number of images (48)'),
-             ([str(photos), '--by', 'suit'], '--words'),
+             ([str(photos), '--by', 'zzqx'], "concept 'zzqx'"),               # not a word WordNet knows: nothing to choose from
+             ([str(photos), '--by', 'pose', '--object', 'shape'], "no reference words for concept 'pose'"),
              ([str(photos), '--by', 'color', '--words', 'red'], 'at least 2 distinct words'),
              ([str(photos), '--by', 'color', '--words', WORDS, '--template', 'a shape'], '*'),
              ([str(photos), '--by', 'color', '--words', WORDS, '--method', 'zeroshot-label', '--k', '3'], 'oracle'),
