@@ -235,13 +235,20 @@ class Clusterer:
         if self.words is None and make_client() is None: return None
         try: rw = user_reference_words(self.by, self.object_word, self.words)
         except LLMError as e: raise PromptError(str(e)) from None
+        self._llm_failed = None
+        if self.words is None and rw.source == 'wordnet-hyponyms':     # the LLM failed: the images choose, as without a key
+            self._llm_failed = rw.note.split('; WordNet because ', 1)[-1]
+            return None
         return rw
 
     def _image_words(self, enc, feats, template):
-        "No words and no key: the reference words the images choose (chapter 02a, `image_chosen_words`)."
+        "No words and no key (or an LLM that failed): the reference words the images choose (chapter 02a, `image_chosen_words`)."
+        import dataclasses
         from multiclust.refwords import image_chosen_words, LLMError
-        try: return image_chosen_words(self.by, enc, feats, template)
+        try: rw = image_chosen_words(self.by, enc, feats, template)
         except LLMError as e: raise PromptError(str(e)) from None
+        why = getattr(self, '_llm_failed', None)
+        return dataclasses.replace(rw, note=f"{rw.note}; chosen by the images because {why}") if why else rw
 
     def fit(self, images) -> 'Clusterer':
         t0 = time.perf_counter()

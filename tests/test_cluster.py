@@ -184,3 +184,16 @@ def test_full_mode_shows_the_selection_it_spends_its_time_on(photos, capsys):
     assert len(r.result_.params['selection']['candidates']) == 2
     cluster(photos, progress=False, **kw, **opts)
     assert 'selecting' not in capsys.readouterr().err
+
+
+def test_unreachable_llm_lets_the_images_choose(photos, monkeypatch):
+    "A key set but the LLM unreachable: the same words as without a key (the images choose), and the note says why."
+    import multiclust.refwords as rw
+    monkeypatch.setattr(rw, '_LLM_DOWN', {})
+    monkeypatch.setenv('OPENAI_API_KEY', 'sk-probe-not-a-real-key-000')
+    monkeypatch.setenv('OPENAI_BASE_URL', 'http://127.0.0.1:9/v1')            # nothing listens: connection refused
+    monkeypatch.setattr(rw.time, 'sleep', lambda s: None)
+    r = cluster(photos, by='color', k=3, object_word='shape', encoder='toyclip')
+    assert r.word_source_ == 'image-chosen' and 'LLM' in r.word_note_ and 'sk-probe' not in r.word_note_
+    monkeypatch.delenv('OPENAI_API_KEY'); monkeypatch.delenv('OPENAI_BASE_URL')
+    assert cluster(photos, by='color', k=3, object_word='shape', encoder=r.encoder).words_ == r.words_
