@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_cluster.ipynb #7bf36a44
 from __future__ import annotations
-import argparse, base64, hashlib, html, io, json, os, sys, time, warnings
+import argparse, base64, hashlib, html, io, json, os, shutil, sys, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -19,8 +19,8 @@ from .core import ClusterResult, check_k, check_features, kmeans, default_templa
 from .report import atomic_write_text, atomic_write_file, OutputFolder
 
 # %% auto #0
-__all__ = ['SCAN_VERSION', 'K_MAX', 'DEFAULT_METHOD', 'scan_images', 'k_range', 'choose_k', 'word_weights', 'name_clusters',
-           'read_labels', 'Clusterer', 'cluster', 'add_cluster_parser', 'cmd_cluster']
+__all__ = ['SCAN_VERSION', 'K_MAX', 'DEFAULT_METHOD', 'EXPORTS', 'scan_images', 'k_range', 'choose_k', 'word_weights',
+           'name_clusters', 'read_labels', 'Clusterer', 'cluster', 'add_cluster_parser', 'cmd_cluster']
 
 # %% ../nbs/08_cluster.ipynb #f441b01f
 SCAN_VERSION = 2          # bump when what decodes changes (v2: keyed by content, not by size and mtime)
@@ -209,10 +209,11 @@ def read_labels(csv_path, paths: list[str], concept: str) -> np.ndarray:
 
 class Clusterer:
     '''Cluster a collection of images by the concept `by` (scikit-learn style: parameters here, `fit` learns the
-    `labels_`, `names_`, `k_`, `words_`; `fit_predict` returns the labels). Images: a folder, paths or PIL images.'''
+    `labels_`, `names_`, `k_`, `words_`; `fit_predict` returns the labels). Images: a folder, paths or PIL images.
+    `quick=True` (the default): the method's quick budgets; `quick=False`: its full, thorough budgets (minutes).'''
     def __init__(self, by: str, k: int | None = None, *, words: Sequence[str] | str | None = None,
                  template: str | None = None, object_word: str = 'photo', method: str = DEFAULT_METHOD,
-                 encoder='auto', device='auto', seed: int = 0, quick: bool = False, labels=None, cache_dir=None,
+                 encoder='auto', device='auto', seed: int = 0, quick: bool = True, labels=None, cache_dir=None,
                  progress: bool = False, **method_options):
         if not isinstance(by, str) or not by.strip(): raise ValueError(f"by= must be a concept word such as 'color', got {by!r}")
         if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2):
@@ -229,10 +230,25 @@ class Clusterer:
         return self.encoder
 
     def _words(self):
-        from multiclust.refwords import user_reference_words, LLMError
+        "`words=` or the LLM's (when a key is set); None: the images choose them, once their features exist."
+        from multiclust.refwords import user_reference_words, make_client, LLMError
+        if self.words is None and make_client() is None: return None
         try: rw = user_reference_words(self.by, self.object_word, self.words)
         except LLMError as e: raise PromptError(str(e)) from None
+        self._llm_failed = None
+        if self.words is None and rw.source == 'wordnet-hyponyms':     # the LLM failed: the images choose, as without a key
+            self._llm_failed = rw.note.split('; WordNet because ', 1)[-1]
+            return None
         return rw
+
+    def _image_words(self, enc, feats, template):
+        "No words and no key (or an LLM that failed): the reference words the images choose (chapter 02a, `image_chosen_words`)."
+        import dataclasses
+        from multiclust.refwords import image_chosen_words, LLMError
+        try: rw = image_chosen_words(self.by, enc, feats, template)
+        except LLMError as e: raise PromptError(str(e)) from None
+        why = getattr(self, '_llm_failed', None)
+        return dataclasses.replace(rw, note=f"{rw.note}; chosen by the images because {why}") if why else rw
 
     def fit(self, images) -> 'Clusterer':
         t0 = time.perf_counter()
@@ -247,12 +263,15 @@ class Clusterer:
         from multiclust.proxy import check_template, reference_embeddings
         check_template(enc, template)
         rw = self._words()
-        reference_embeddings(enc, rw.words)                    # a word the encoder cannot embed fails before any work
+        if rw is not None: reference_embeddings(enc, rw.words)   # a word the encoder cannot embed fails before any work
         N = len(ds)
+        if N < 2: raise DataError(f"{'the features given' if given else ds.root}: only {N} readable image; clustering needs at least 2"
+                                  + (f" (skipped: {', '.join(s['path'] for s in skipped[:3])})" if skipped else ''))
         if self.k is not None: check_k(self.k, N)
         t1 = time.perf_counter()
         if not given: feats = check_features(enc, extract_features(enc, ds, cache_dir=self.cache_dir, progress=self.progress))
         feature_s = time.perf_counter() - t1
+        if rw is None: rw = self._image_words(enc, feats, template)
         concept = self.by
         if self.k is not None:
             res = _run(self.method, enc, feats, template, rw.words, rw.source, self.k, self.seed, self.quick, ds.name,
@@ -272,6 +291,7 @@ class Clusterer:
         self.names_, conf = name_clusters(res.labels, W, rw.words)
         self.labels_, self.confidence_, self.k_, self.result_ = res.labels, conf, k, res
         self.words_, self.word_source_, self.word_note_, self.template_ = list(rw.words), rw.source, rw.note, template
+        self.word_scores_ = dict(rw.scores)
         self.dataset_, self.skipped_, self.paths_ = (None if given else ds), skipped, list(ds.paths)
         self.metrics_ = None
         if truth is not None:
@@ -283,7 +303,8 @@ class Clusterer:
                                                              'embedding (Euclidean, <= 2000 sampled images)',
                                                              'tried': {str(a): round(b, 4) for a, b in scores.items()}},
                       'seed': self.seed, 'quick': self.quick, 'params': _jsonable(res.params), 'encoder': _jsonable(res.encoder),
-                      'words': list(rw.words), 'word_source': rw.source, 'word_note': rw.note, 'names_from': name_from,
+                      'words': list(rw.words), 'word_source': rw.source, 'word_note': rw.note,
+                      'word_scores': dict(rw.scores) or None, 'names_from': name_from,
                       'folder': str(ds.root), 'n_images': N, 'skipped': skipped, 'status': res.status, 'message': res.message,
                       'clusters': [{'cluster': c, 'name': n, 'size': int((res.labels == c).sum())} for c, n in enumerate(self.names_)],
                       'metrics': self.metrics_, 'feature_s': round(feature_s, 3),
@@ -330,11 +351,29 @@ def _gallery(self: Clusterer, path=None, per_row: int = 8, size: int = 96):
         axes[c][0].set_title(f"{c}: {self.names_[c]}  (n={int((self.labels_ == c).sum())})", loc='left', fontsize=9)
     enc = self.info_['encoder'].get('encoder', '?')
     fig.suptitle(f"{len(self.labels_)} images by {self.by!r}, K={K} ({self.info_['k_chosen_by']}), "
-                 f"{self.method}, encoder {enc}", fontsize=10)
+                 f"{self.method}, encoder {enc}\nwords ({self.word_source_}): {_word_list(self, 10)}", fontsize=9)
     fig.tight_layout()
     if path is not None:
         atomic_write_file(path, lambda tmp: fig.savefig(tmp, dpi=100, format='png')); plt.close(fig)
     return fig
+
+def _word_list(self: Clusterer, limit: int | None = None) -> str:
+    "The reference words, each with its score when the images chose them ('yellow .21, blue .15, ...')."
+    sc = getattr(self, 'word_scores_', {}) or {}
+    ws = [f"{w} {sc[w]:.3f}" if w in sc else w for w in self.words_]
+    return ', '.join(ws[:limit]) + (f", ... ({len(ws)} words)" if limit and len(ws) > limit else '')
+
+def _k_curve_html(self: Clusterer) -> str:
+    "The K curve the rule chose from (silhouette per K tried, as bars; the chosen K marked); '' when K was given."
+    rule = self.info_.get('k_rule')
+    if not rule: return ''
+    tried = {int(k): float(v) for k, v in rule['tried'].items()}
+    hi = max(max(tried.values()), 1e-9)
+    rows = ''.join(f"<tr{' class=chosen' if k == self.k_ else ''}><td>K={k}</td><td>{v:.3f}</td><td><div style='background:"
+                   f"{'#c33' if k == self.k_ else '#88a'};height:.8em;width:{max(v, 0) / hi * 12:.2f}em'></div></td></tr>"
+                   for k, v in sorted(tried.items()))
+    return (f"<details class='kcurve' open><summary>K chosen from: {html.escape(rule['rule'])}</summary>"
+            f"<table>{rows}</table></details>")
 
 def _html(self: Clusterer, per_cluster: int = 24, size: int = 128) -> str:
     "A self-contained HTML gallery: every cluster's name, size and most confident thumbnails, inline as data: URIs."
@@ -344,8 +383,10 @@ def _html(self: Clusterer, per_cluster: int = 24, size: int = 128) -> str:
              "img{margin:2px;border:1px solid #ccc} .meta{color:#555;font-size:.9em}</style></head><body>",
              f"<h1>{len(self.labels_)} images clustered by <i>{e(self.by)}</i></h1>",
              f"<p class='meta'>K={self.k_} ({e(self.info_['k_chosen_by'])}), method {e(self.method)}, encoder "
-             f"{e(str(self.info_['encoder'].get('encoder', '?')))}, words ({e(self.word_source_)}): {e(', '.join(self.words_))}; "
-             f"{len(self.skipped_)} file(s) skipped</p>"]
+             f"{e(str(self.info_['encoder'].get('encoder', '?')))}, words ({e(self.word_source_)}"
+             f"{'; score: share of the images&#39; zero-shot mass' if getattr(self, 'word_scores_', None) else ''}): "
+             f"<span class='words'>{e(_word_list(self))}</span>; "
+             f"{len(self.skipped_)} file(s) skipped</p>", _k_curve_html(self)]
     for c in range(self.k_):
         n = int((self.labels_ == c).sum())
         parts.append(f"<section class='cluster' data-cluster='{c}' data-size='{n}'><h2>{c}: {e(self.names_[c])} (n={n})</h2>")
@@ -359,18 +400,63 @@ def _html(self: Clusterer, per_cluster: int = 24, size: int = 128) -> str:
         parts.append("<h2>Skipped files</h2><ul>" + ''.join(f"<li>{e(s['path'])}: {e(s['reason'])}</li>" for s in self.skipped_) + "</ul>")
     return ''.join(parts) + "</body></html>\n"
 
-def _write(self: Clusterer, folder: Path):
-    "Write assignments.csv, clusters.json, gallery.png and gallery.html into `folder` (a run's private folder)."
+EXPORTS = ('folders',)            # what `--export` can write besides the four files
+
+def _path_part(s: str) -> str:
+    "`s` made safe as one part of a file name: no separators, no leading dot (so never '..' or hidden)."
+    s = ''.join('_' if ch in '/\\\0' or ord(ch) < 32 else ch for ch in s.strip())
+    return s.lstrip('.') or '_'
+
+def _folder_name(c: int, name: str, limit: int = 80) -> str:
+    "Cluster `c`'s export folder: its number and name as one safe path part, e.g. `0 red+blue` (the number keeps them apart and in order)."
+    return _path_part(f"{c} {name.replace(' / ', '+')}"[:limit])
+
+def _check_export(self: Clusterer, export, copy: bool):
+    "A clear error before anything is written: an unknown `export`, `copy` without it, or nothing to export."
+    if export is None:
+        if copy: raise ValueError("copy=True (--copy) only applies with export='folders' (--export folders)")
+        return
+    if export not in EXPORTS: raise ValueError(f"export={export!r}: unknown; choose one of {EXPORTS} (or None)")
+    if self.dataset_ is None: raise ValueError("fitted on features, not images: there are no image files to export as folders")
+
+def _export_folders(self: Clusterer, folder: Path, copy: bool = False) -> Path:
+    '''One folder per cluster under `folder/clusters/`, named by `_folder_name`, holding each of its images: a
+    symbolic link to the original (absolute target), or with `copy=True` a copy. An image's file name is its path in
+    the scanned folder with `/` turned into `__` (so two `img1.jpg` in different subfolders stay two files).
+    `folder` is the run's private folder (`OutputFolder.tmp`): the user's images are only ever read.'''
+    root = folder / 'clusters'
+    dirs = [root / _folder_name(c, n) for c, n in enumerate(self.names_)]
+    for d in dirs: d.mkdir(parents=True)
+    base, taken = Path(self.dataset_.root).resolve(), set()
+    for i, p in enumerate(self.paths_):
+        d, name = dirs[int(self.labels_[i])], _path_part(p.replace('/', '__'))
+        stem, suf, j = Path(name).stem, Path(name).suffix, 2
+        while (d, name) in taken: name, j = f"{stem}~{j}{suf}", j + 1       # 'a/b.png' and 'a__b.png'
+        taken.add((d, name))
+        src = base / p
+        if copy: shutil.copy2(src, d / name)
+        else: os.symlink(src.resolve(), d / name)
+    return root
+
+def _write(self: Clusterer, folder: Path, export: str | None = None, copy: bool = False):
+    "Write assignments.csv, clusters.json, gallery.png and gallery.html (and with `export='folders'` the cluster folders) into `folder` (a run's private folder)."
+    _check_export(self, export, copy)
+    info = {**self.info_, 'export': None if export is None else {'kind': export, 'folder': 'clusters',
+            'files': 'copies' if copy else 'symbolic links to the originals',
+            'clusters': {str(c): _folder_name(c, n) for c, n in enumerate(self.names_)}}}
     atomic_write_text(folder / 'assignments.csv', self.assignments.to_csv(index=False))
-    atomic_write_text(folder / 'clusters.json', json.dumps(_jsonable(self.info_), indent=1) + '\n')
+    atomic_write_text(folder / 'clusters.json', json.dumps(_jsonable(info), indent=1) + '\n')
     if self.dataset_ is not None:                            # fitted on features: no pictures to write
         self.gallery(folder / 'gallery.png')
         atomic_write_text(folder / 'gallery.html', _html(self))
+    if export == 'folders': _export_folders(self, folder, copy)
 
-def _save(self: Clusterer, out, force: bool = False) -> Path:
+def _save(self: Clusterer, out, force: bool = False, export: str | None = None, copy: bool = False) -> Path:
     '''Write the outputs into `out` as one set (`OutputFolder`): refused if `out` already holds files, unless
-    `force=True` replaces it whole. Returns the folder written (another, numbered, if `out` appeared meanwhile).'''
-    with OutputFolder(out, force=force) as o: _write(self, o.tmp)
+    `force=True` replaces it whole. `export='folders'`: also one folder per cluster under `out/clusters/` (symbolic
+    links to your images; `copy=True` copies them). Returns the folder written (another, numbered, if `out` appeared meanwhile).'''
+    _check_export(self, export, copy)                        # before the output folder is made
+    with OutputFolder(out, force=force) as o: _write(self, o.tmp, export, copy)
     if o.note: warnings.warn(o.note)
     return o.path
 
@@ -388,7 +474,8 @@ def add_cluster_parser(sub) -> argparse.ArgumentParser:
     c.add_argument('folder', help='a folder of images (searched recursively)')
     c.add_argument('--by', required=True, help="the concept, one word: color, emotion, ...")
     c.add_argument('--k', type=int, help='number of clusters (default: chosen by the label-free silhouette rule)')
-    c.add_argument('--words', help='reference words, comma separated (default: the LLM if OPENAI_API_KEY is set, else WordNet)')
+    c.add_argument('--words', help='reference words, comma separated (default: the LLM if OPENAI_API_KEY is set, else the words your '
+                   'images choose among the common words WordNet relates to --by)')
     c.add_argument('--template', help="prompt with one '*', e.g. 'a car with the color of *'")
     c.add_argument('--object', default='photo', help="noun for the default template 'a NOUN with the CONCEPT of *' (default: photo)")
     c.add_argument('--method', default=DEFAULT_METHOD, help=f'a METHODS name (default: {DEFAULT_METHOD})')
@@ -396,18 +483,20 @@ def add_cluster_parser(sub) -> argparse.ArgumentParser:
                    'this machine, else downloaded when online, else the offline encoder)')
     c.add_argument('--device', default='auto', help='auto | cpu | cuda | cuda:<i> (default: auto = CUDA when available, else cpu)')
     c.add_argument('--seed', type=int, default=0)
-    c.add_argument('--quick', action='store_true', help="the method's quick budgets")
+    c.add_argument('--thorough', action='store_true', help="the method's full budgets (Multi-Sub: its learning-rate x "
+                   "weight-decay selection and longer training; minutes, not seconds). Default: its quick budgets (300 toy "
+                   "photos, no --k, no --words: 13 s on 1 thread; 973 photos, offline encoder, features cached: 117 s; "
+                   "tools/cluster_speed.sh)")
+    c.add_argument('--quick', action='store_true', help=argparse.SUPPRESS)        # the default now; kept so old commands run
     c.add_argument('--labels', help='optional CSV path,<concept>: also score the clustering (NMI/RI/ARI/ACC)')
     c.add_argument('--out', help='output folder (default: ./multiclust-<folder>-<concept>/, numbered -2, -3, ... if taken)')
     c.add_argument('--force', action='store_true', help='replace an existing --out as a whole (default: refuse)')
+    c.add_argument('--export', choices=EXPORTS, help="also write the clusters as folders: --out/clusters/<number> <name>/ "
+                   "holding symbolic links to your images (your files are never moved or changed)")
+    c.add_argument('--copy', action='store_true', help='with --export folders: copy the images instead of linking them')
     c.add_argument('--no-progress', action='store_true')
     c.set_defaults(fn=cmd_cluster)
     return c
-
-def _path_part(s: str) -> str:
-    "`s` made safe as one part of a file name: no separators, no leading dot (so never '..' or hidden)."
-    s = ''.join('_' if ch in '/\\\0' or ord(ch) < 32 else ch for ch in s.strip())
-    return s.lstrip('.') or '_'
 
 def cmd_cluster(a) -> int:
     "Run `multiclust cluster`: print the clusters and where the outputs went."
@@ -415,18 +504,20 @@ def cmd_cluster(a) -> int:
     words = None if a.words is None else [w.strip() for w in a.words.split(',') if w.strip()]
     if words is not None and len(set(words)) < 2: raise DataError(f"--words: need at least 2 distinct words, comma separated, got {a.words!r}")
     if a.k is not None and a.k < 2: raise DataError(f"--k {a.k}: need at least 2 clusters")
+    if a.quick and a.thorough: raise DataError("--quick and --thorough: choose one (quick is the default)")
+    if a.copy and a.export != 'folders': raise DataError("--copy: only with --export folders (it copies the images into the cluster folders)")
     folder = Path(a.folder).expanduser().resolve().name or 'images'
     out = Path(a.out) if a.out else Path.cwd() / f"multiclust-{_path_part(folder)}-{_path_part(a.by.replace(' ', '_'))}"
     try:
         res = Clusterer(a.by, a.k, words=words, template=a.template, object_word=a.object, method=a.method,
-                        encoder=a.encoder, device=a.device, seed=a.seed, quick=a.quick, labels=a.labels,
+                        encoder=a.encoder, device=a.device, seed=a.seed, quick=not a.thorough, labels=a.labels,
                         progress=not a.no_progress)              # a bad --device is refused here, before anything
         with OutputFolder(out, force=a.force, numbered=not a.out, flag='--out') as o:   # checked and made before compute
             enc = res._encoder()
             print(f"encoder {enc.name} on {enc.device}" + (f": {enc.note}" if enc.note else ''), flush=True)
             if enc.name == 'offline': print(f"NOTE: {OFFLINE_CAN_SEE}.", flush=True)   # said before the work, not after
             res.fit(a.folder)
-            _write(res, o.tmp)
+            _write(res, o.tmp, a.export, a.copy)
     except (ValueError, PromptError, OSError) as e:
         if isinstance(e, FileNotFoundError): raise
         raise DataError(str(e)) from None
@@ -447,4 +538,6 @@ def cmd_cluster(a) -> int:
     if i['metrics']: print('scored against', a.labels, ':', ', '.join(f"{m}={v:.3f}" for m, v in i['metrics'].items()))
     if o.note: print(o.note)
     print(f"wrote {out}/assignments.csv, clusters.json, gallery.png, gallery.html")
+    if a.export == 'folders':
+        print(f"wrote {out}/clusters/: {len(i['clusters'])} folders of {'copies of' if a.copy else 'links to'} your images")
     return 0

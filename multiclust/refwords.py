@@ -15,11 +15,12 @@ from urllib.parse import urlsplit
 
 # %% auto #0
 __all__ = ['DEFAULT_MODEL', 'N_CANDIDATES', 'N_BASE', 'SYSTEM_PROMPT', 'PROMPT_TEMPLATE', 'WORDNET_SOURCE',
-           'WORDNET_ATTRIBUTE_FILES', 'CACHE_FORMAT', 'DEFAULT_CACHE', 'RANDOM_NOUN_CONCEPTS', 'RANDOM_SEED',
-           'build_prompt', 'normalise_word', 'default_word_check', 'validate_words', 'parse_answer', 'LLMError',
-           'RefWords', 'take', 'llm_model', 'make_client', 'query_llm', 'wordnet_dir', 'wordnet_nouns', 'random_nouns',
-           'wordnet_hyponyms', 'default_cache_path', 'load_cache', 'save_entry', 'dumps_cache', 'write_cache',
-           'reference_words', 'user_reference_words']
+           'WORDNET_ATTRIBUTE_FILES', 'WORDFREQ_SOURCE', 'MIN_ZIPF', 'IMAGE_CHOSEN_SOURCE', 'CACHE_FORMAT',
+           'DEFAULT_CACHE', 'RANDOM_NOUN_CONCEPTS', 'RANDOM_SEED', 'build_prompt', 'normalise_word',
+           'default_word_check', 'validate_words', 'parse_answer', 'LLMError', 'RefWords', 'take', 'llm_model',
+           'make_client', 'query_llm', 'wordnet_dir', 'wordnet_nouns', 'random_nouns', 'wordnet_hyponyms',
+           'related_words', 'image_chosen_words', 'default_cache_path', 'load_cache', 'save_entry', 'dumps_cache',
+           'write_cache', 'reference_words', 'user_reference_words']
 
 # %% ../nbs/02a_reference_words.ipynb #e9155183
 DEFAULT_MODEL = "gpt-4o"      # override with env MULTICLUST_LLM_MODEL or model=
@@ -106,6 +107,7 @@ class RefWords:
     note: str = ""                # free text: endpoint, seed, why authored, ...
     key: str = ""                 # '<dataset>/<concept>' ('' for a bare query)
     candidates: list[str] = field(default_factory=list)  # the full stored list (base first)
+    scores: dict = field(default_factory=dict)   # word -> score, when the words were chosen by a score (image-chosen)
 
     def __len__(self): return len(self.words)
     def __iter__(self): return iter(self.words)
@@ -304,6 +306,88 @@ def wordnet_hyponyms(concept: str, n: int | None = None, depth: int = 3) -> RefW
             f"({', '.join(lemmas)}; {WORDNET_ATTRIBUTE_FILES.get(lex, f'lexfile {lex}')}): {gloss[:120]}")
     return RefWords(words=take(cands, min(n or N_BASE, len(cands)), concept), source="wordnet-hyponyms",
                     note=note, key=f"wordnet/{lemma}", candidates=cands)
+
+# %% ../nbs/02a_reference_words.ipynb #c41d9e77
+WORDFREQ_SOURCE = "wordfreq 3.1.1 (English word frequencies, Zipf scale) from PyPI"
+MIN_ZIPF = 3.0        # Zipf frequency >= 3: about once per million words or more
+IMAGE_CHOSEN_SOURCE = "image-chosen"
+
+@lru_cache(maxsize=1)
+def _adjectives(d: str) -> tuple:
+    "WordNet adjective synsets: (lemmas, noun offsets their attribute pointers name, first gloss clause)."
+    out = []
+    with open(Path(d) / "data.adj", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith(" "): continue
+            body, _, gloss = line.partition(" | ")
+            p = body.split(); n = int(p[3], 16); i = 4 + 2 * n
+            lemmas = [re.sub(r"\(.*\)$", "", p[4 + 2 * k]) for k in range(n)]
+            attrs = frozenset(p[i + 2 + 4 * j] for j in range(int(p[i])) if p[i + 1 + 4 * j] == "=")
+            out.append((lemmas, attrs, gloss.split(";")[0]))
+    return tuple(out)
+
+def _zipf(w: str) -> float:
+    try: from wordfreq import zipf_frequency
+    except ImportError: raise ImportError("reference words chosen by the images need `pip install wordfreq` "
+                                          "(its word frequencies ship inside the package)") from None
+    return zipf_frequency(w, "en")
+
+def related_words(concept: str, min_zipf: float = MIN_ZIPF, depth: int = 3) -> dict[str, str]:
+    """One-word lemmas WordNet relates to `concept` (every noun sense): their relation ('hyponym', 'attribute',
+    'gloss'), common ones only (Zipf frequency >= `min_zipf`), most frequent first."""
+    lemma = normalise_word(concept).replace(" ", "_")
+    d = str(wordnet_dir()); graph = _noun_graph(d); syn, idx, _ = graph
+    offs = idx.get(lemma, [])
+    out = {}
+    for off in offs:
+        for w in _sense_words(off, lemma, depth, graph): out.setdefault(w, "hyponym")
+    rx = re.compile(rf"\b{re.escape(lemma.replace('_', ' '))}s?\b")
+    for lemmas, attrs, gloss in _adjectives(d):
+        how = "attribute" if attrs & set(offs) else "gloss" if rx.search(gloss) else None
+        if how:
+            for l in lemmas: out.setdefault(l.lower(), how)
+    words = {w: h for w, h in out.items() if re.fullmatch(r"[a-z]{2,20}", w) and w != lemma}
+    z = {w: _zipf(w) for w in words}
+    return {w: words[w] for w in sorted(words, key=lambda w: (-z[w], w)) if z[w] >= min_zipf}
+
+def image_chosen_words(concept: str, encoder, feats, template: str, n: int = N_BASE, scale: float = 100.0,
+                       rho: float = 0.5, min_zipf: float = MIN_ZIPF) -> RefWords:
+    """Reference words for `concept` chosen by how the images `feats` respond under `template` (no labels, no LLM):
+    the `related_words` candidates scored by their share of the images' zero-shot mass, kept while distinct
+    (response correlation < `rho`), at most `n`. `scores`: each kept word's share."""
+    import numpy as np, torch
+    from multiclust.baselines import image_embeddings, prompt_embeddings
+    cands = related_words(concept, min_zipf)
+    if len(cands) < 2:
+        raise LLMError(f"no reference words for concept {concept!r}: WordNet relates {len(cands)} common one-word "
+                       f"lemma(s) to it ({', '.join(cands) or 'none'}), there is no LLM (OPENAI_API_KEY), so there is "
+                       "nothing for the images to choose from. Pass the words yourself: --words w1,w2,... (words=[...] in Python)")
+    pool = list(cands)
+    with torch.no_grad():
+        S = (image_embeddings(encoder, feats) @ prompt_embeddings(encoder, template, pool).T).double().cpu().numpy()
+    M = S - S.mean(0, keepdims=True)                     # a word's own offset says nothing about the images
+    L = scale * M; L -= L.max(1, keepdims=True)
+    P = np.exp(L); P /= P.sum(1, keepdims=True)
+    share = P.mean(0)                                    # coverage x confidence, sums to 1 over the candidates
+    Z = M / (np.linalg.norm(M, axis=0, keepdims=True) + 1e-12)
+    floor, kept = 1.0 / len(pool), []                  # the uniform share: what an indifferent collection gives
+    for j in np.argsort(-share, kind="stable"):
+        if share[j] < floor or len(kept) == n: break
+        if all(float(Z[:, j] @ Z[:, k]) < rho for k in kept): kept.append(int(j))
+    if len(kept) < 2:
+        raise LLMError(f"no reference words for concept {concept!r} that these {len(S)} images respond to under "
+                       f"{template!r}: of {len(pool)} WordNet candidates ({', '.join(pool[:8])}{', ...' if len(pool) > 8 else ''}) "
+                       f"{len(kept)} win more than the uniform share of the images' zero-shot mass. Pass the words "
+                       "yourself: --words w1,w2,... (words=[...] in Python), or another --template")
+    words = [pool[j] for j in kept]
+    rel = {}
+    for w in pool: rel[cands[w]] = rel.get(cands[w], 0) + 1
+    note = (f"chosen by {len(S)} images under {template!r} from {len(pool)} candidates WordNet relates to {concept!r} "
+            f"({', '.join(f'{v} {k}' for k, v in rel.items())}; {WORDNET_SOURCE}; common: Zipf >= {min_zipf:g} in "
+            f"{WORDFREQ_SOURCE}); score: share of the images' zero-shot mass (scale {scale:g}), distinct: response "
+            f"correlation < {rho:g}")
+    return RefWords(words=words, source=IMAGE_CHOSEN_SOURCE, note=note, key=f"images/{normalise_word(concept)}",
+                    candidates=pool, scores={pool[j]: round(float(share[j]), 4) for j in kept})
 
 # %% ../nbs/02a_reference_words.ipynb #2fe1c845
 CACHE_FORMAT = "multiclust.refwords/1"

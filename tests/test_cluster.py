@@ -49,14 +49,19 @@ def test_cluster_command_end_to_end(photos, tmp_path, capsys, k, words):
     assert info['k_chosen_by'] == ('given' if k else 'silhouette') and a.cluster.nunique() == info['k']
     if k: assert info['k'] == k
     else: assert set(info['k_rule']['tried']) >= {'2', '3'} and 2 <= info['k'] <= 12
-    assert info['word_source'] == ('user' if words else 'wordnet-hyponyms')
-    if not words: assert '04956594-n' in info['word_note']                 # WordNet's colour synset is recorded
+    assert info['word_source'] == ('user' if words else 'image-chosen')
+    if not words:                                                           # no words, no key: the images chose them
+        assert list(info['word_scores']) == info['words'] and 2 <= len(info['words']) <= 12
+        assert all(0 < v <= 1 for v in info['word_scores'].values()) and 'WordNet' in info['word_note']
     assert info['encoder']['encoder'] == 'toyclip' and info['method'] == 'multisub' and info['runtime_s'] > 0
     names = dict(zip(a.cluster, a.name)); assert len(set(names.values())) == info['k']
     assert ((a.confidence > 0) & (a.confidence <= 1 + 1e-6)).all()
     assert (out / 'gallery.png').stat().st_size > 1000
     html = (out / 'gallery.html').read_text()
     assert html.count("class='cluster'") == info['k'] and 'src="http' not in html and "src='http" not in html
+    assert all(w in html for w in info['words'])                        # the gallery names the words (and their scores)
+    if not words: assert f"{info['words'][0]} {info['word_scores'][info['words'][0]]:.3f}" in html
+    if not k: assert html.count("<td>K=") == len(info['k_rule']['tried']) and 'class=chosen' in html   # the K curve it chose from
 
 
 def test_api_labels_equal_command_labels(photos, tmp_path):
@@ -91,16 +96,45 @@ def test_bad_inputs(photos, tmp_path, capsys):
              ([str(tmp_path / 'junk'), '--by', 'color'], "none of the 1 image file(s) can be read"),
              ([str(photos), '--by', 'color', '--k', '1', '--words', WORDS], 'at least 2 clusters'),
              ([str(photos), '--by', 'color', '--k', '49', '--words', WORDS], 'larger than the number of images (48)'),
-             ([str(photos), '--by', 'suit'], '--words'),
+             ([str(photos), '--by', 'zzqx'], "concept 'zzqx'"),               # not a word WordNet knows: nothing to choose from
+             ([str(photos), '--by', 'pose', '--object', 'shape'], "no reference words for concept 'pose'"),
              ([str(photos), '--by', 'color', '--words', 'red'], 'at least 2 distinct words'),
              ([str(photos), '--by', 'color', '--words', WORDS, '--template', 'a shape'], '*'),
              ([str(photos), '--by', 'color', '--words', WORDS, '--method', 'zeroshot-label', '--k', '3'], 'oracle'),
              ([str(photos), '--by', 'color', '--words', WORDS, '--method', 'nope'], 'unknown method'),
              ([str(photos), '--by', 'color', '--words', WORDS, '--labels', str(tmp_path / 'none.csv')], 'labels file not found')]
+    (tmp_path / 'one').mkdir(); shutil.copy(next(photos.glob('a/*.png')), tmp_path / 'one' / 'only.png')
+    cases += [([str(tmp_path / 'one'), '--by', 'color', '--words', WORDS], 'only 1 readable image'),
+              ([str(photos), '--by', 'color', '--words', WORDS, '--copy'], '--copy: only with --export folders')]
     for args, msg in cases:
         assert _cli(args, tmp_path) == 2, args
         err = capsys.readouterr().err
         assert msg in err, (args, err)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(('multiclust-', '.multiclust-'))]   # nothing half-written
+
+
+@pytest.mark.parametrize('copy', [False, True])
+def test_export_folders(photos, tmp_path, capsys, copy):
+    "--export folders: one folder per cluster named by the cluster, links (or copies) of every image, the originals untouched."
+    before = {p: p.read_bytes() for p in photos.rglob('*') if p.is_file()}
+    out = tmp_path / 'o'
+    assert _cli([str(photos), '--by', 'color', '--object', 'shape', '--words', WORDS, '--k', '4', '--out', str(out),
+                 '--export', 'folders'] + (['--copy'] if copy else []), tmp_path) == 0
+    assert 'clusters/: 4 folders' in capsys.readouterr().out
+    a, info = pd.read_csv(out / 'assignments.csv'), json.loads((out / 'clusters.json').read_text())
+    dirs = sorted((out / 'clusters').iterdir())
+    assert [d.name for d in dirs] == [info['export']['clusters'][str(c)] for c in range(4)]
+    for c, d in enumerate(dirs):
+        assert d.name.startswith(f"{c} ") and info['clusters'][c]['name'].split(' / ')[0] in d.name
+        files = sorted(f.name for f in d.iterdir())
+        assert files == sorted(p.replace('/', '__') for p in a.path[a.cluster == c])
+        for f in d.iterdir():
+            assert f.is_symlink() != copy
+            assert f.read_bytes() == (photos / f.name.replace('__', '/')).read_bytes()
+    assert {p: p.read_bytes() for p in photos.rglob('*') if p.is_file()} == before      # nothing moved or changed
+    assert _cli([str(photos), '--by', 'color', '--words', WORDS, '--k', '4', '--out', str(out), '--export', 'folders'],
+                tmp_path) == 2                                                           # an existing --out is refused
+    assert 'already holds files' in capsys.readouterr().err
 
 
 def test_pil_images_and_paths(photos):
@@ -150,3 +184,16 @@ def test_full_mode_shows_the_selection_it_spends_its_time_on(photos, capsys):
     assert len(r.result_.params['selection']['candidates']) == 2
     cluster(photos, progress=False, **kw, **opts)
     assert 'selecting' not in capsys.readouterr().err
+
+
+def test_unreachable_llm_lets_the_images_choose(photos, monkeypatch):
+    "A key set but the LLM unreachable: the same words as without a key (the images choose), and the note says why."
+    import multiclust.refwords as rw
+    monkeypatch.setattr(rw, '_LLM_DOWN', {})
+    monkeypatch.setenv('OPENAI_API_KEY', 'sk-probe-not-a-real-key-000')
+    monkeypatch.setenv('OPENAI_BASE_URL', 'http://127.0.0.1:9/v1')            # nothing listens: connection refused
+    monkeypatch.setattr(rw.time, 'sleep', lambda s: None)
+    r = cluster(photos, by='color', k=3, object_word='shape', encoder='toyclip')
+    assert r.word_source_ == 'image-chosen' and 'LLM' in r.word_note_ and 'sk-probe' not in r.word_note_
+    monkeypatch.delenv('OPENAI_API_KEY'); monkeypatch.delenv('OPENAI_BASE_URL')
+    assert cluster(photos, by='color', k=3, object_word='shape', encoder=r.encoder).words_ == r.words_
