@@ -4,7 +4,7 @@
 
 # %% ../nbs/03a_multisub.ipynb #f0a187dd
 from __future__ import annotations
-import contextlib, copy, math, time
+import contextlib, copy, math, numbers, time
 from typing import Sequence
 
 import numpy as np
@@ -99,7 +99,7 @@ class MultiSub:
         if intra not in INTRA: raise ValueError(f"intra must be one of {list(INTRA)}, got {intra!r}")
         if not proj_anchor >= 0: raise ValueError(f"proj_anchor must be >= 0, got {proj_anchor}")
         for name, v in (('train_subset', train_subset), ('select_subset', select_subset)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 2):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 2):
                 raise ValueError(f"{name} must be None (every image) or an integer >= 2, got {v!r}")
         if not 0 <= tol < 1: raise ValueError(f"tol must be in [0, 1) (a fraction of the images), got {tol}")
         if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
@@ -256,6 +256,8 @@ class _Run:
         self.train_idx = selection_subset(self.n_all, ms.seed, ms.train_subset)    # None: train on every image
         self.feats = self.all_feats if self.train_idx is None else self.all_feats[self.train_idx.to(self.all_feats.device)]
         self.N = len(self.feats)                                # the images training sees
+        if self.N < self.k:
+            raise ValueError(f"train_subset={ms.train_subset} is smaller than K={self.k}: train on at least K images")
         self.words = list(words) if not isinstance(words, str) else words
         self._set(true_labels, dataset, concept, word_source)
         self.labels, self.text_embeddings = True, ms.text_embeddings
@@ -446,16 +448,22 @@ def _fit_steps(self: MultiSub, run: _Run):
     while True:                                               # each `finish` makes a result from the same state
         true, (dataset, concept, word_source) = run.true, run.names
         with torch.no_grad():
-            pxa = px if run.train_idx is None else extend_proxies(px, proj(feats), proj(run.all_feats), run.train_idx)
-            W = pxa(); V = proj(run.all_feats); Vt = V if run.train_idx is None else V[run.train_idx.to(V.device)]
+            V = proj(run.all_feats)                                  # every image's image half, once
+            t = None if run.train_idx is None else run.train_idx.to(V.device)
+            Vt = V if t is None else V[t]                             # the trained images' rows
+            pxa = px if t is None else extend_proxies(px, Vt, V, run.train_idx)
+            W = pxa()
             need = ('prompt_text',) + (('proxy_text',) if run.text_embeddings or 'text' in self.cluster_on else ())
             emb = {**self._proxy_embeddings(pxa, path, Z, tables, need), 'image': V, 'pseudo_labels': pseudo_labels(W, B)}
             for name, parts in self.CLUSTER_ON.items():
                 if len(parts) > 1 and all(p in emb for p in parts): emb[name] = joint_embedding(*(emb[p] for p in parts))
             emb[self.cluster_on] = X = self._cluster_embedding(emb)
             labels = kmeans(X, k, self.seed, self.n_init) if run.labels else None   # a candidate's labels: nothing reads them
-            score = relative_alignment_loss(V, emb['prompt_text'] if self.basis == 'token' else W)   # what Phase I aligned
-            npc, spr = int(len(emb['pseudo_labels'].unique())), spread(Vt[sub])
+            T_ = emb['prompt_text'] if self.basis == 'token' else W
+            # what Phase I aligned, on the images it trained on (as the selection's rungs score them)
+            score = relative_alignment_loss(Vt, T_ if t is None else T_[t])
+            pl = emb['pseudo_labels'] if t is None else emb['pseudo_labels'][t]
+            npc, spr = int(len(pl.unique())), spread(Vt[sub])
         emb = {n: v.cpu().numpy() for n, v in emb.items()}          # numpy from here on: back on the CPU
         res = ClusterResult(self.method, dataset, concept, k, self.seed, labels, emb, hist, enc.describe(), list(words),
                             word_source, 0.0, None, {**self.params, 'template': template, 'text_path_kind': path.kind,

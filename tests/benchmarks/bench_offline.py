@@ -133,8 +133,10 @@ def table(path: str) -> str:
         cells = []
         for m in [m for m in TABLE if m in set(df['method'])]:
             x = g[g['method'] == m]['nmi']
-            cells.append('' if x.empty else f"{x.mean():.3f}" + (f" ± {x.std(ddof=0):.3f}" if len(x) > 1 else ' (seed 0)'))
-        out.append(f"| {d} | {c} | {e.split(' ')[1]} | " + ' | '.join(cells) + ' |')
+            f = lambda v: f"{v:.3f}".replace('0.', '.', 1)
+            cells.append('not run yet' if x.empty else f(x.mean()) + (f"±{f(x.std(ddof=0))}" if len(x) > 1 else ' (seed 0)'))
+        trunk = {v: k for k, v in ENCODERS.items()}.get(e, e)
+        out.append(f"| {d} | {c} | {trunk} | " + ' | '.join(cells) + ' |')
     walls = df.groupby('method')['runtime_s'].agg(['sum', 'max'])
     out.append('')
     out.append('Wall time per method (sum / longest single fit, s): ' + '; '.join(

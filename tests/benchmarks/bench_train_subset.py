@@ -19,6 +19,12 @@ skips the whole-set fit (`--no-whole`), which times full mode on a large collect
 import argparse, json, os, time
 
 
+def epochs(res) -> list:
+    "Phase I epochs run per round (of at most `phase1_epochs`; fewer = the early stop ended it), and how the fit ended."
+    rounds = [h['phase1_epochs_run'] for h in res.history if h.get('phase') == 'round']
+    return rounds + (['settled'] if len(rounds) < res.params['rounds'] else [])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--dataset', default='synthetic')
@@ -64,7 +70,7 @@ def main():
             row = dict(dataset=a.dataset, n_images=len(ds), encoder=enc.name, concept=c, seed=s, train_subset=T,
                        n_trained=r.params['n_trained'], chosen=sel['chosen'], selection_s=sel['selection_s'],
                        subset_fit_s=round(wall - sel['selection_s'], 1), full_mode_s=round(wall, 1),
-                       nmi_subset=round(r.metrics['nmi'], 4), threads=a.threads, load_before=load)
+                       nmi_subset=round(r.metrics['nmi'], 4), epochs_subset=epochs(r), threads=a.threads, load_before=load)
             if not a.no_whole:
                 ms = MultiSub(enc)
                 ms.grid = r.params['grid']
@@ -73,6 +79,7 @@ def main():
                 t0 = time.perf_counter()
                 w = run_method('multisub', enc, ds, c, s, feats=feats, select=None, train_subset=None, **cfg)
                 row.update(whole_fit_s=round(time.perf_counter() - t0, 1), nmi_whole=round(w.metrics['nmi'], 4),
+                           epochs_whole=epochs(w),
                            diff=round(r.metrics['nmi'] - w.metrics['nmi'], 4))
                 row['fit_ratio'] = round(row['whole_fit_s'] / max(row['subset_fit_s'], 1e-9), 2)
             rows.append(row); print(json.dumps(row), flush=True)
