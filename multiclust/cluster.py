@@ -231,15 +231,14 @@ class Clusterer:
 
     def _words(self):
         "`words=` or the LLM's (when a key is set); None: the images choose them, once their features exist."
-        from multiclust.refwords import user_reference_words, make_client, LLMError
-        if self.words is None and make_client() is None: return None
-        try: rw = user_reference_words(self.by, self.object_word, self.words)
-        except LLMError as e: raise PromptError(str(e)) from None
+        from multiclust.refwords import user_reference_words, make_client, LLMError, LLMFailed
         self._llm_failed = None
-        if self.words is None and rw.source == 'wordnet-hyponyms':     # the LLM failed: the images choose, as without a key
-            self._llm_failed = rw.note.split('; WordNet because ', 1)[-1]
+        if self.words is None and make_client() is None: return None
+        try: return user_reference_words(self.by, self.object_word, self.words, on_llm_failure='raise')
+        except LLMFailed as e:                             # the LLM failed: the images choose, as without a key
+            self._llm_failed = str(e)
             return None
-        return rw
+        except LLMError as e: raise PromptError(str(e)) from None
 
     def _image_words(self, enc, feats, template):
         "No words and no key (or an LLM that failed): the reference words the images choose (chapter 02a, `image_chosen_words`)."
@@ -264,6 +263,10 @@ class Clusterer:
         check_template(enc, template)
         rw = self._words()
         if rw is not None: reference_embeddings(enc, rw.words)   # a word the encoder cannot embed fails before any work
+        else:                                                    # so does a concept the images have no candidates for
+            from multiclust.refwords import image_word_candidates, LLMError
+            try: image_word_candidates(self.by)
+            except LLMError as e: raise PromptError(str(e)) from None
         N = len(ds)
         if N < 2: raise DataError(f"{'the features given' if given else ds.root}: only {N} readable image; clustering needs at least 2"
                                   + (f" (skipped: {', '.join(s['path'] for s in skipped[:3])})" if skipped else ''))
@@ -407,9 +410,18 @@ def _path_part(s: str) -> str:
     s = ''.join('_' if ch in '/\\\0' or ord(ch) < 32 else ch for ch in s.strip())
     return s.lstrip('.') or '_'
 
+def _fit_bytes(name: str, limit: int) -> str:
+    "`name` cut to at most `limit` UTF-8 bytes (file systems count bytes, 255 per name), its suffix kept; a cut name gets a short hash so two stay apart."
+    if len(name.encode()) <= limit: return name
+    import hashlib
+    suf = Path(name).suffix if len(Path(name).suffix.encode()) <= 16 else ''
+    tag = '~' + hashlib.sha1(name.encode()).hexdigest()[:8]
+    head = name[:len(name) - len(suf)].encode()[:limit - len(tag.encode()) - len(suf.encode())].decode(errors='ignore')
+    return head + tag + suf
+
 def _folder_name(c: int, name: str, limit: int = 80) -> str:
-    "Cluster `c`'s export folder: its number and name as one safe path part, e.g. `0 red+blue` (the number keeps them apart and in order)."
-    return _path_part(f"{c} {name.replace(' / ', '+')}"[:limit])
+    "Cluster `c`'s export folder: its number and name as one safe path part of at most `limit` bytes, e.g. `0 red+blue` (the number keeps them apart and in order)."
+    return _fit_bytes(_path_part(f"{c} {name.replace(' / ', '+')}"), limit)
 
 def _check_export(self: Clusterer, export, copy: bool):
     "A clear error before anything is written: an unknown `export`, `copy` without it, or nothing to export."
@@ -429,7 +441,7 @@ def _export_folders(self: Clusterer, folder: Path, copy: bool = False) -> Path:
     for d in dirs: d.mkdir(parents=True)
     base, taken = Path(self.dataset_.root).resolve(), set()
     for i, p in enumerate(self.paths_):
-        d, name = dirs[int(self.labels_[i])], _path_part(p.replace('/', '__'))
+        d, name = dirs[int(self.labels_[i])], _fit_bytes(_path_part(p.replace('/', '__')), 240)   # room for '~N'
         stem, suf, j = Path(name).stem, Path(name).suffix, 2
         while (d, name) in taken: name, j = f"{stem}~{j}{suf}", j + 1       # 'a/b.png' and 'a__b.png'
         taken.add((d, name))

@@ -17,10 +17,10 @@ from urllib.parse import urlsplit
 __all__ = ['DEFAULT_MODEL', 'N_CANDIDATES', 'N_BASE', 'SYSTEM_PROMPT', 'PROMPT_TEMPLATE', 'WORDNET_SOURCE',
            'WORDNET_ATTRIBUTE_FILES', 'WORDFREQ_SOURCE', 'MIN_ZIPF', 'IMAGE_CHOSEN_SOURCE', 'CACHE_FORMAT',
            'DEFAULT_CACHE', 'RANDOM_NOUN_CONCEPTS', 'RANDOM_SEED', 'build_prompt', 'normalise_word',
-           'default_word_check', 'validate_words', 'parse_answer', 'LLMError', 'RefWords', 'take', 'llm_model',
-           'make_client', 'query_llm', 'wordnet_dir', 'wordnet_nouns', 'random_nouns', 'wordnet_hyponyms',
-           'related_words', 'image_chosen_words', 'default_cache_path', 'load_cache', 'save_entry', 'dumps_cache',
-           'write_cache', 'reference_words', 'user_reference_words']
+           'default_word_check', 'validate_words', 'parse_answer', 'LLMError', 'LLMFailed', 'RefWords', 'take',
+           'llm_model', 'make_client', 'query_llm', 'wordnet_dir', 'wordnet_nouns', 'random_nouns', 'wordnet_hyponyms',
+           'related_words', 'image_word_candidates', 'image_chosen_words', 'default_cache_path', 'load_cache',
+           'save_entry', 'dumps_cache', 'write_cache', 'reference_words', 'user_reference_words']
 
 # %% ../nbs/02a_reference_words.ipynb #e9155183
 DEFAULT_MODEL = "gpt-4o"      # override with env MULTICLUST_LLM_MODEL or model=
@@ -95,6 +95,12 @@ def parse_answer(text) -> list[str]:
 # %% ../nbs/02a_reference_words.ipynb #a825a531
 class LLMError(RuntimeError):
     "The LLM could not give a usable answer (or there is no LLM and no cached answer)."
+
+class LLMFailed(LLMError):
+    "A configured LLM failed (`user_reference_words(..., on_llm_failure='raise')`); `why` says how, the key redacted."
+    def __init__(self, why: str, where: str = ''):
+        self.why, self.where = why, where
+        super().__init__(f"the LLM at {where} failed: {why}")
 
 @dataclass
 class RefWords:
@@ -350,6 +356,15 @@ def related_words(concept: str, min_zipf: float = MIN_ZIPF, depth: int = 3) -> d
     z = {w: _zipf(w) for w in words}
     return {w: words[w] for w in sorted(words, key=lambda w: (-z[w], w)) if z[w] >= min_zipf}
 
+def image_word_candidates(concept: str, min_zipf: float = MIN_ZIPF) -> list[str]:
+    "`related_words` of `concept`, or an `LLMError` naming the word when fewer than 2 (cheap: callers check before any image work)."
+    cands = related_words(concept, min_zipf)
+    if len(cands) < 2:
+        raise LLMError(f"no reference words for concept {concept!r}: WordNet relates {len(cands)} common one-word "
+                       f"lemma(s) to it ({', '.join(cands) or 'none'}) and no LLM answered (none configured, or it failed), so there is "
+                       "nothing for the images to choose from. Pass the words yourself: --words w1,w2,... (words=[...] in Python)")
+    return cands
+
 def image_chosen_words(concept: str, encoder, feats, template: str, n: int = N_BASE, scale: float = 100.0,
                        rho: float = 0.5, min_zipf: float = MIN_ZIPF) -> RefWords:
     """Reference words for `concept` chosen by how the images `feats` respond under `template` (no labels, no LLM):
@@ -357,11 +372,7 @@ def image_chosen_words(concept: str, encoder, feats, template: str, n: int = N_B
     (response correlation < `rho`), at most `n`. `scores`: each kept word's share."""
     import numpy as np, torch
     from multiclust.baselines import image_embeddings, prompt_embeddings
-    cands = related_words(concept, min_zipf)
-    if len(cands) < 2:
-        raise LLMError(f"no reference words for concept {concept!r}: WordNet relates {len(cands)} common one-word "
-                       f"lemma(s) to it ({', '.join(cands) or 'none'}), there is no LLM (OPENAI_API_KEY), so there is "
-                       "nothing for the images to choose from. Pass the words yourself: --words w1,w2,... (words=[...] in Python)")
+    cands = image_word_candidates(concept, min_zipf)
     pool = list(cands)
     with torch.no_grad():
         S = (image_embeddings(encoder, feats) @ prompt_embeddings(encoder, template, pool).T).double().cpu().numpy()
@@ -507,8 +518,13 @@ def reference_words(dataset: str, concept: str, n: int | None = None, refresh: b
 
 # %% ../nbs/02a_reference_words.ipynb #6fae01a2
 def user_reference_words(concept: str, object_word: str = "photo", words=None, n: int | None = None, *,
-                         client=None, cache=None, tokenize_check: Callable[[str], bool] | None = None) -> RefWords:
-    "Words for a concept outside the registry: `words=`, else the LLM when configured (cached), else WordNet hyponyms."
+                         client=None, cache=None, tokenize_check: Callable[[str], bool] | None = None,
+                         on_llm_failure: str = 'wordnet') -> RefWords:
+    """Words for a concept outside the registry: `words=`, else the LLM when configured (cached), else WordNet hyponyms.
+    A configured LLM that fails falls back to WordNet (`on_llm_failure='wordnet'`) or raises `LLMFailed` (`'raise'`:
+    the caller has another fallback, e.g. `multiclust.cluster`'s words chosen by the images)."""
+    if on_llm_failure not in ('wordnet', 'raise'):
+        raise ValueError(f"on_llm_failure must be 'wordnet' or 'raise', got {on_llm_failure!r}")
     concept = normalise_word(concept)
     if not concept: raise ValueError("the concept word is empty")
     if words is not None:
@@ -531,6 +547,7 @@ def user_reference_words(concept: str, object_word: str = "photo", words=None, n
         else:
             entry = load_cache(cache)["entries"].get(f"{key}/{concept}")      # an earlier answer still serves
             if entry is not None: return _entry_to_refwords(f"{key}/{concept}", entry, n, tokenize_check)
+        if on_llm_failure == 'raise': raise LLMFailed(why, where)
         _log.warning("refwords: the LLM at %s failed (%s); using WordNet for %r", where, why, concept)
         rw = wordnet_hyponyms(concept, n)
         import dataclasses

@@ -195,5 +195,9 @@ def test_unreachable_llm_lets_the_images_choose(photos, monkeypatch):
     monkeypatch.setattr(rw.time, 'sleep', lambda s: None)
     r = cluster(photos, by='color', k=3, object_word='shape', encoder='toyclip')
     assert r.word_source_ == 'image-chosen' and 'LLM' in r.word_note_ and 'sk-probe' not in r.word_note_
+    # a concept WordNet has no hyponym list for: the images are asked too (before the fix, WordNet's "no LLM
+    # configured" error came first, false with a key set)
+    with pytest.raises(Exception) as e: cluster(photos, by='pose', k=3, object_word='shape', encoder=r.encoder)
+    assert "'pose'" in str(e.value) and 'no LLM (OPENAI_API_KEY)' not in str(e.value), str(e.value)
     monkeypatch.delenv('OPENAI_API_KEY'); monkeypatch.delenv('OPENAI_BASE_URL')
     assert cluster(photos, by='color', k=3, object_word='shape', encoder=r.encoder).words_ == r.words_

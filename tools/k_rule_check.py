@@ -1,5 +1,5 @@
 """How often the label-free K rule of multiclust.cluster (largest silhouette) picks the true K, and the NMI it costs.
-One Multi-Sub fit per (dataset, concept, seed) (full budgets as `multiclust cluster`, or --budgets quick; training
+One Multi-Sub fit per (dataset, concept, seed) (full budgets as `multiclust cluster --thorough`, or --budgets quick as its default; training
 does not depend on K), then the method's
 k-means at the true K and at the rule's K on the same embedding. Usage:
   MULTICLUST_DATA=../shared/data python tools/k_rule_check.py [--seeds 2] [--budgets full|quick] [--out results/k_rule.csv]"""
