@@ -127,11 +127,11 @@ def table(path: str) -> str:
     import pandas as pd
     df = pd.DataFrame([json.loads(l) for l in open(path) if l.strip()])
     df = df[~df['quick'].astype(bool) & (df['max_images'] == 0)]
-    out = ['| dataset | concept | trunk | ' + ' | '.join(m for m in TABLE if m in set(df['method'])) + ' |']
+    out = ['| dataset | concept | trunk | ' + ' | '.join(TABLE) + ' |']
     out.append('|' + '---|' * (len(out[0].split('|')) - 2))
     for (d, c, e), g in df.groupby(['dataset', 'concept', 'encoder'], sort=False):
         cells = []
-        for m in [m for m in TABLE if m in set(df['method'])]:
+        for m in TABLE:
             x = g[g['method'] == m]['nmi']
             f = lambda v: f"{v:.3f}".replace('0.', '.', 1)
             cells.append('not run yet' if x.empty else f(x.mean()) + (f"±{f(x.std(ddof=0))}" if len(x) > 1 else ' (seed 0)'))
