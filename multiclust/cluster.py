@@ -413,7 +413,6 @@ def _path_part(s: str) -> str:
 def _fit_bytes(name: str, limit: int) -> str:
     "`name` cut to at most `limit` UTF-8 bytes (file systems count bytes, 255 per name), its suffix kept; a cut name gets a short hash so two stay apart."
     if len(name.encode()) <= limit: return name
-    import hashlib
     suf = Path(name).suffix if len(Path(name).suffix.encode()) <= 16 else ''
     tag = '~' + hashlib.sha1(name.encode()).hexdigest()[:8]
     head = name[:len(name) - len(suf)].encode()[:limit - len(tag.encode()) - len(suf.encode())].decode(errors='ignore')
@@ -423,12 +422,17 @@ def _folder_name(c: int, name: str, limit: int = 80) -> str:
     "Cluster `c`'s export folder: its number and name as one safe path part of at most `limit` bytes, e.g. `0 red+blue` (the number keeps them apart and in order)."
     return _fit_bytes(_path_part(f"{c} {name.replace(' / ', '+')}"), limit)
 
+def _check_export_args(export, copy: bool):
+    "The export options alone (the CLI checks them before any work): an unknown `export`, or `copy` without one."
+    if export is None and copy:
+        raise ValueError("--copy: only with --export folders (copy=True needs export='folders'; it copies the images "
+                         "into the cluster folders)")
+    if export is not None and export not in EXPORTS: raise ValueError(f"export={export!r}: unknown; choose one of {EXPORTS} (or None)")
+
 def _check_export(self: Clusterer, export, copy: bool):
-    "A clear error before anything is written: an unknown `export`, `copy` without it, or nothing to export."
-    if export is None:
-        if copy: raise ValueError("copy=True (--copy) only applies with export='folders' (--export folders)")
-        return
-    if export not in EXPORTS: raise ValueError(f"export={export!r}: unknown; choose one of {EXPORTS} (or None)")
+    "A clear error before anything is written: bad export options (`_check_export_args`), or nothing to export."
+    _check_export_args(export, copy)
+    if export is None: return
     if self.dataset_ is None: raise ValueError("fitted on features, not images: there are no image files to export as folders")
 
 def _export_folders(self: Clusterer, folder: Path, copy: bool = False) -> Path:
@@ -517,7 +521,8 @@ def cmd_cluster(a) -> int:
     if words is not None and len(set(words)) < 2: raise DataError(f"--words: need at least 2 distinct words, comma separated, got {a.words!r}")
     if a.k is not None and a.k < 2: raise DataError(f"--k {a.k}: need at least 2 clusters")
     if a.quick and a.thorough: raise DataError("--quick and --thorough: choose one (quick is the default)")
-    if a.copy and a.export != 'folders': raise DataError("--copy: only with --export folders (it copies the images into the cluster folders)")
+    try: _check_export_args(a.export, a.copy)
+    except ValueError as e: raise DataError(str(e)) from None
     folder = Path(a.folder).expanduser().resolve().name or 'images'
     out = Path(a.out) if a.out else Path.cwd() / f"multiclust-{_path_part(folder)}-{_path_part(a.by.replace(' ', '_'))}"
     try:
