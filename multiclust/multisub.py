@@ -17,11 +17,11 @@ from .losses import pseudo_labels, joint_embedding, phase2_epoch, INTRA
 from .core import ClusterResult, check_k, check_features, kmeans, resolve_task, _metrics, seeded, _threads, _rng_devices
 
 # %% auto #0
-__all__ = ['PAPER_GRID', 'BASES', 'SELECT', 'HALVING', 'KEEPS', 'COLLAPSE_SPREAD', 'MIN_GAIN', 'SUBSPACE_CLUSTERINGS',
+__all__ = ['PAPER_GRID', 'FINAL', 'BASES', 'SELECT', 'HALVING', 'KEEPS', 'COLLAPSE_SPREAD', 'MIN_GAIN', 'SUBSPACE_CLUSTERINGS',
            'EXTEND_NEIGHBOURS', 'EXTENSION', 'TRAIN_SUBSET', 'PROTOCOL', 'rung_survivors', 'MultiSub', 'spread',
-           'effective_rank', 'balanced_embedding', 'relative_alignment_loss', 'is_collapsed', 'cluster_embedding',
-           'subspace_clusterings', 'basis_embeddings', 'DirectPath', 'extend_proxies', 'choose_candidate',
-           'selection_subset', 'candidate_configs']
+           'effective_rank', 'balanced_embedding', 'text_trust', 'trust_embedding', 'relative_alignment_loss',
+           'is_collapsed', 'cluster_embedding', 'subspace_clusterings', 'basis_embeddings', 'DirectPath',
+           'extend_proxies', 'choose_candidate', 'selection_subset', 'candidate_configs']
 
 # %% ../nbs/03a_multisub.ipynb #83662a41
 def _rowwise(sparse_proxies, optimizer: str, weight_decay: float, lr_latent: float) -> bool:
@@ -43,6 +43,7 @@ def _optimizer(name: str, groups: list[dict], weight_decay: float):
     return opts[name](groups, weight_decay=weight_decay)
 
 PAPER_GRID = dict(lr=(1e-1, 5e-2, 1e-2, 5e-3, 1e-3, 5e-4), weight_decay=(5e-4, 1e-4, 5e-5, 1e-5))
+FINAL = ('balanced', 'trust')     # how the final embedding is made (issue 26: 'trust' is our design)
 BASES = ('token', 'text', 'prompt')      # what spans the proxies' subspace (Table 5's rows)
 SELECT = ('halving', 'exhaustive', 'loss')      # 'loss' = 'exhaustive', its name before issue 23
 HALVING = (dict(after_epochs=2, keep_lrs=2), dict(after_epochs=6, keep_per_lr=2),   # the rungs of select='halving'
@@ -86,7 +87,7 @@ class MultiSub:
                  proj_anchor: float = 0.0, balance: bool = True, patience: int | None = None, tol: float = 0.0,
                  keep_best: bool = False, select: str | None = None, grid: dict | None = None, halving=HALVING,
                  proj_lr_scale: float = 1e-2, select_subset: int | None = None, diagnostics: bool = True,
-                 basis: str = 'token', intra: str = 'squared', train_subset: int | None = None):
+                 basis: str = 'token', intra: str = 'squared', train_subset: int | None = None, final: str = 'balanced'):
         if rounds < 1 or phase1_epochs < 0 or phase2_epochs < 0:
             raise ValueError(f"need rounds >= 1 and epochs >= 0, got rounds={rounds}, phase1_epochs={phase1_epochs}, "
                              f"phase2_epochs={phase2_epochs}")
@@ -97,6 +98,7 @@ class MultiSub:
         halving = _check_halving(halving)
         if basis not in BASES: raise ValueError(f"basis must be one of {list(BASES)}, got {basis!r}")
         if intra not in INTRA: raise ValueError(f"intra must be one of {list(INTRA)}, got {intra!r}")
+        if final not in FINAL: raise ValueError(f"final must be one of {list(FINAL)}, got {final!r}")
         if not proj_anchor >= 0: raise ValueError(f"proj_anchor must be >= 0, got {proj_anchor}")
         for name, v in (('train_subset', train_subset), ('select_subset', select_subset)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 2):
@@ -115,7 +117,7 @@ class MultiSub:
                            cluster_on=cluster_on, n_init=n_init, text_path=text_path, seed=seed, threads=threads,
                            sparse_proxies=sparse_proxies, proj_anchor=proj_anchor, balance=balance, patience=patience,
                            tol=tol, keep_best=keep_best, select=select, grid=grid, halving=halving, proj_lr_scale=proj_lr_scale,
-                           select_subset=select_subset, basis=basis, intra=intra, train_subset=train_subset)
+                           select_subset=select_subset, basis=basis, intra=intra, train_subset=train_subset, final=final)
         self.text_embeddings, self.eval_rounds, self.progress = text_embeddings, eval_rounds, progress
         self.diagnostics = diagnostics
         for k, v in self.params.items(): setattr(self, k, v)
@@ -152,6 +154,20 @@ def balanced_embedding(*parts: torch.Tensor) -> torch.Tensor:
         s = float(((P - P.mean(0)) ** 2).sum(-1).mean())
         out.append(P / math.sqrt(s) if s > 1e-12 else P)
     return torch.cat(out, -1)
+
+def text_trust(rho: float) -> float:
+    "The share of the final embedding's variance the learned parts get: $a = \\min(\\max(1-\\rho, 0), 1)$ for relative loss $\\rho$."
+    return min(max(1.0 - float(rho), 0.0), 1.0) if math.isfinite(rho) else 0.0
+
+def trust_embedding(learned: Sequence[torch.Tensor], image0: torch.Tensor, rho: float) -> torch.Tensor:
+    '''`final='trust'` (our design, issue 26): the balanced parts of `learned` (e.g. [token; image]) each scaled by
+    $\\sqrt a$ and the balanced pretrained image embedding `image0` by $\\sqrt{1-a}$, $a$ = `text_trust(rho)`: a fit
+    whose proxies explain their images no better than any other image ($\\rho \\to 1$) falls back to the images' own
+    structure; one whose text explains them ($\\rho \\to 0$) keeps the learned embedding.'''
+    a = text_trust(rho)
+    B = balanced_embedding(*learned, image0)
+    d = B.shape[1] - image0.shape[1]
+    return torch.cat([B[:, :d] * math.sqrt(a), B[:, d:] * math.sqrt(1 - a)], -1)
 
 @torch.no_grad()
 def relative_alignment_loss(V: torch.Tensor, T: torch.Tensor) -> float:
@@ -457,11 +473,15 @@ def _fit_steps(self: MultiSub, run: _Run):
             emb = {**self._proxy_embeddings(pxa, path, Z, tables, need), 'image': V, 'pseudo_labels': pseudo_labels(W, B)}
             for name, parts in self.CLUSTER_ON.items():
                 if len(parts) > 1 and all(p in emb for p in parts): emb[name] = joint_embedding(*(emb[p] for p in parts))
-            emb[self.cluster_on] = X = self._cluster_embedding(emb)
-            labels = kmeans(X, k, self.seed, self.n_init) if run.labels else None   # a candidate's labels: nothing reads them
             T_ = emb['prompt_text'] if self.basis == 'token' else W
             # what Phase I aligned, on the images it trained on (as the selection's rungs score them)
             score = relative_alignment_loss(Vt, T_ if t is None else T_[t])
+            if self.final == 'trust':                                 # the pretrained image embedding joins by trust
+                emb['image0'] = enc.project(run.all_feats)
+                X = trust_embedding([emb[p] for p in self.CLUSTER_ON[self.cluster_on]], emb['image0'], score)
+            else: X = self._cluster_embedding(emb)
+            emb[self.cluster_on] = X
+            labels = kmeans(X, k, self.seed, self.n_init) if run.labels else None   # a candidate's labels: nothing reads them
             pl = emb['pseudo_labels'] if t is None else emb['pseudo_labels'][t]
             npc, spr = int(len(pl.unique())), spread(Vt[sub])
         emb = {n: v.cpu().numpy() for n, v in emb.items()}          # numpy from here on: back on the CPU
@@ -471,6 +491,7 @@ def _fit_steps(self: MultiSub, run: _Run):
                                                      'n_images': run.n_all, 'n_trained': N, 'extension': None if
                                                      run.train_idx is None else EXTENSION,
                                                      'threads_used': torch.get_num_threads(), 'score': score,
+                                                     'text_trust': text_trust(score) if self.final == 'trust' else None,
                                                      'image_spread': spr, 'pretrained_spread': spread0,
                                                      'n_pseudo_clusters': npc, 'collapsed': is_collapsed(npc, spr, spread0)},
                             status, message)
@@ -624,7 +645,7 @@ MultiSub._select_fit = _select_fit
 # %% ../nbs/03a_multisub.ipynb #bee6e381
 TRAIN_SUBSET = 1000      # full mode trains on at most this many images (a seeded subset) and extends to the rest
 PROTOCOL = dict(optimizer='adam', lr_latent=5e-2, lr_proj1=5e-4, lr_proj2=5e-4, weight_decay=1e-5, proj_anchor=1e-2,
-                keep_best=True, patience=5, tol=0.01)
+                keep_best=True, patience=5, tol=0.01, final='trust')
 MultiSub.QUICK = dict(PROTOCOL, rounds=2, phase1_epochs=20, phase2_epochs=5, n_init=3, eval_rounds=False,
                       text_embeddings=False, diagnostics=False)
 MultiSub.FULL = dict(PROTOCOL, select='halving', rounds=3, phase1_epochs=20, phase2_epochs=5, select_subset=400, n_init=10,

@@ -29,6 +29,14 @@ ENCODERS = {'cnn': 'new (cnn trunk)', 'conse': 'old (conse trunk)'}
 _key = lambda r: (r['dataset'], r['concept'], r['encoder'], r['method'], r['seed'], r.get('quick'), r.get('max_images', 0))
 
 
+def epochs(res) -> list | None:
+    "How a trained fit ended: Multi-Sub's Phase I epochs per round (+ 'settled'), else the epochs its history holds."
+    rounds = [h['phase1_epochs_run'] for h in res.history if h.get('phase') == 'round']
+    if rounds: return rounds + (['settled'] if len(rounds) < res.params.get('rounds', len(rounds)) else [])
+    ep = [h['epoch'] for h in res.history if 'epoch' in h]
+    return [max(ep) + 1] if ep else None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--datasets', default='cmuface,cars,cards')
@@ -43,6 +51,8 @@ def main():
     ap.add_argument('--seed0-over', type=float, default=300.0,
                     help='a method whose seed-0 fit took longer than this (seconds) runs seed 0 only')
     ap.add_argument('--table', action='store_true', help='print the markdown table of the rows in --out; run nothing')
+    ap.add_argument('--halves', default='', help="for Multi-Sub's rows also bench_halves.py's diagnostics: appended to this file")
+    ap.add_argument('--save', default='', help='with --halves: a folder for the embeddings of each Multi-Sub fit (npz)')
     a = ap.parse_args()
     if a.table: return print(table(a.out))
     import numpy as np, torch
@@ -97,8 +107,14 @@ def main():
                                              status=r.status, runtime_s=round(time.perf_counter() - t, 1), quick=a.quick,
                                              max_images=a.max_images, threads=a.threads, load_before=load,
                                              chosen=sel.get('chosen'), train_subset=r.params.get('train_subset'),
+                                             epochs=epochs(r), final=r.params.get('final'),
                                              n_images=len(ds), commit=commit))
                             record(rows[-1])
+                            if a.halves and m.startswith('multisub'):
+                                from bench_halves import halves
+                                h = dict(halves(enc, {v: k for k, v in ENCODERS.items()}[ename], ds, c, feats, r, a.save),
+                                         runtime_s=rows[-1]['runtime_s'], threads=a.threads, load_before=load, commit=commit)
+                                with open(a.halves, 'a') as f: f.write(json.dumps(h) + '\n'); f.flush(); os.fsync(f.fileno())
                         if s == seeds[0] and rows[-1]['runtime_s'] > a.seed0_over:   # too slow for 3 seeds here
                             rows[-1]['seed0_only'] = True
                             print(f"{name}/{c} [{ename}] {m}: seed {s} took {rows[-1]['runtime_s']:.0f}s > "
@@ -127,11 +143,16 @@ def table(path: str) -> str:
     import pandas as pd
     df = pd.DataFrame([json.loads(l) for l in open(path) if l.strip()])
     df = df[~df['quick'].astype(bool) & (df['max_images'] == 0)]
-    out = ['| dataset | concept | trunk | ' + ' | '.join(TABLE) + ' |']
+    if 'final' not in df: df['final'] = None
+    trust = df['final'] == 'trust'                    # Multi-Sub's final embedding since issue 26 (`final='trust'`)
+    df.loc[trust, 'method'] = df.loc[trust, 'method'] + ' (trust)'
+    cols = [c for m in TABLE for c in ([m, m + ' (trust)'] if m.startswith('multisub') else [m])
+            if c in set(df['method']) or not c.endswith('(trust)')]
+    out = ['| dataset | concept | trunk | ' + ' | '.join(cols) + ' |']
     out.append('|' + '---|' * (len(out[0].split('|')) - 2))
     for (d, c, e), g in df.groupby(['dataset', 'concept', 'encoder'], sort=False):
         cells = []
-        for m in TABLE:
+        for m in cols:
             x = g[g['method'] == m]['nmi']
             f = lambda v: f"{v:.3f}".replace('0.', '.', 1)
             cells.append('not run yet' if x.empty else f(x.mean()) + (f"±{f(x.std(ddof=0))}" if len(x) > 1 else ' (seed 0)'))
