@@ -386,7 +386,7 @@ class OfflineEncoder(Encoder):
     "EfficientNet-lite0 (ImageNet) + all-MiniLM-L6-v2, joined by ConSE. Pretrained, offline, weaker than CLIP."
     name = 'offline'
     def __init__(self, topk: int = 10, temperature: float = 1.0, class_template: str = 'a photo of a {}.',
-                 image_size: int = 224, device: str | torch.device = 'auto', trunk: str = 'conse', train_classifier: bool = False):
+                 image_size: int = 224, device: str | torch.device = 'auto', trunk: str = 'cnn', train_classifier: bool = False):
         if trunk not in ('cnn', 'conse'): raise ValueError(f"trunk must be 'cnn' (pooled CNN features) or 'conse', got {trunk!r}")
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet

@@ -32,10 +32,11 @@ def main():
     ap.add_argument('--threads', type=int, default=int(os.environ.get('OMP_NUM_THREADS', 2)))
     ap.add_argument('--out', default='')
     ap.add_argument('--save', default='', help='folder for one npz of embeddings per fit')
+    ap.add_argument('--figure', default='', help='with --rules: a bar chart of the means, saved here')
     ap.add_argument('--rules', action='store_true',
                     help="run nothing: the final embeddings 'balanced' and 'trust' of every full-mode fit saved in --save")
     a = ap.parse_args()
-    if a.rules: return print(rules(a.save))
+    if a.rules: return print(rules(a.save, a.figure))
     import torch, subprocess
     torch.set_num_threads(a.threads)
     from multiclust.clip import load_encoder
@@ -107,7 +108,7 @@ def halves(enc, ename: str, ds, c: str, feats, res, save: str = '') -> dict:
                             **{n: X.numpy() for n, X in embs.items()})
     return row
 
-def rules(save: str) -> str:
+def rules(save: str, figure: str = '') -> str:
     """Per saved full-mode fit: k-means NMI of the final embedding as `final='balanced'` and `final='trust'` make it
     (from the fit's own embeddings, rho = the relative loss of its image half and prompts, K-means seeded with the
     fit's seed, 10 restarts as in full mode), the k-means baseline and zero-shot; then the means over seeds."""
@@ -134,7 +135,33 @@ def rules(save: str) -> str:
     g = df.groupby(['dataset', 'concept', 'encoder', 'method'])
     out = g[['rho', 'kmeans', 'zeroshot', 'balanced', 'trust_rule']].mean().round(3)
     out['seeds'] = g.size()
+    if figure: plot_rules(out, figure)
     return df.round(3).to_string() + '\n\nmeans over seeds:\n' + out.to_string()
+
+
+def plot_rules(means, path: str):
+    "Grouped bars: per (dataset, concept, encoder) of Multi-Sub, k-means, zero-shot and the two final embeddings."
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt, numpy as np
+    m = means.xs('multisub', level='method')
+    cols = [('kmeans', 'k-means (pretrained image)'), ('zeroshot', 'zero-shot, same words'),
+            ('balanced', "Multi-Sub, final='balanced' (before)"), ('trust_rule', "Multi-Sub, final='trust' (issue 26)")]
+    encs = list(dict.fromkeys(m.index.get_level_values('encoder')))
+    fig, axes = plt.subplots(1, len(encs), figsize=(5 + 1.3 * len(m), 3.8), squeeze=False,
+                             gridspec_kw=dict(width_ratios=[(m.index.get_level_values('encoder') == e).sum() for e in encs]))
+    for ax, e in zip(axes[0], encs):
+        me = m.xs(e, level='encoder')
+        x = np.arange(len(me))
+        for i, (c, label) in enumerate(cols):
+            ax.bar(x + (i - 1.5) * .2, me[c], .2, label=label, color=f'C{i}')
+        ax.set_xticks(x, [f"{d}\n{c}\n({n} seed{'s' * (n > 1)})" for (d, c), n in zip(me.index, me['seeds'])], fontsize=8)
+        ax.set_ylabel('NMI'); ax.set_ylim(0, 1.05)
+        ax.set_title({'cnn': 'offline encoder (CNN trunk; not CLIP)', 'conse': 'offline encoder (ConSE trunk; not CLIP)',
+                      'toyclip': 'toy CLIP, synthetic'}.get(e, e), fontsize=10)
+    axes[0][0].legend(fontsize=7, loc='upper left')
+    fig.suptitle("Multi-Sub's final embedding, full mode: k-means NMI against the labels (read only)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == '__main__':
