@@ -501,7 +501,7 @@ def add_cluster_parser(sub) -> argparse.ArgumentParser:
     c.add_argument('--seed', type=int, default=0)
     c.add_argument('--thorough', action='store_true', help="the method's full budgets (Multi-Sub: its learning-rate x "
                    "weight-decay selection and longer training; minutes, not seconds). Default: its quick budgets (300 toy "
-                   "photos, no --k, no --words: 13 s on 1 thread; 973 photos, offline encoder, features cached: 117 s; "
+                   "photos, no --k, no --words: 15 s on 1 thread; 973 photos, offline encoder, features cached: 148 s; "
                    "tools/cluster_speed.sh)")
     c.add_argument('--quick', action='store_true', help=argparse.SUPPRESS)        # the default now; kept so old commands run
     c.add_argument('--labels', help='optional CSV path,<concept>: also score the clustering (NMI/RI/ARI/ACC)')
