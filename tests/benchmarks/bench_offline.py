@@ -30,9 +30,10 @@ _key = lambda r: (r['dataset'], r['concept'], r['encoder'], r['method'], r['seed
 
 
 def epochs(res) -> list | None:
-    "How a trained fit ended: Multi-Sub's Phase I epochs per round (+ 'settled'), else the epochs its history holds."
-    rounds = [h['phase1_epochs_run'] for h in res.history if h.get('phase') == 'round']
-    if rounds: return rounds + (['settled'] if len(rounds) < res.params.get('rounds', len(rounds)) else [])
+    "How a trained fit ended: Multi-Sub's Phase I epochs per round (`bench_train_subset.epochs`), else the epochs its history holds."
+    if any(h.get('phase') == 'round' for h in res.history):
+        from bench_train_subset import epochs as rounds_run
+        return rounds_run(res)
     ep = [h['epoch'] for h in res.history if 'epoch' in h]
     return [max(ep) + 1] if ep else None
 
