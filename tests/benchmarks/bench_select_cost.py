@@ -15,7 +15,7 @@ trajectories, what other rung schedules would have chosen (`--simulate`), and th
 `--out` appends each finished pair as one JSON line and skips pairs already there (an interrupted run resumes).
 Not collected by pytest (file name). The last line is one JSON object (the summary).
 """
-import argparse, json, math, os, time
+import argparse, json, math, os, subprocess, time
 
 SCHEDULES = {                       # rung schedules the exhaustive trajectories are replayed with
     'round1-keep3': ({'after_rounds': 1, 'keep': 3},),
@@ -99,11 +99,14 @@ def main():
     done = []
     if a.out and os.path.exists(a.out):
         done = [json.loads(l) for l in open(a.out) if l.strip()]
-    key = lambda c, s: (a.dataset, len(ds), a.encoder, c, s)
-    have = {(r['dataset'], r['n'], r['encoder'], r['concept'], r['seed']) for r in done}
-    print(f"{a.encoder} on {a.dataset} n={len(ds)}, threads={a.threads}, cpus={os.cpu_count()}, "
+    commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True,
+                            cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    trunk = getattr(enc, 'trunk', None)                    # the offline encoder's trunk (its default changed in issue 23)
+    key = lambda c, s: (a.dataset, len(ds), a.encoder, trunk, c, s)
+    have = {(r['dataset'], r['n'], r['encoder'], r.get('trunk'), r['concept'], r['seed']) for r in done}
+    print(f"{a.encoder}{f' ({trunk} trunk)' if trunk else ''} on {a.dataset} n={len(ds)}, threads={a.threads}, cpus={os.cpu_count()}, "
           f"load(1 min) {os.getloadavg()[0]:.2f}, halving rungs {MultiSub(enc, **MultiSub.FULL).halving}", flush=True)
-    rows = [r for r in done if (r['dataset'], r['n'], r['encoder']) == key('', 0)[:3]]
+    rows = [r for r in done if (r['dataset'], r['n'], r['encoder'], r.get('trunk')) == key('', 0)[:4]]
     for p, seed in enumerate([int(s) for s in a.seeds.split(',')]):
         for q, c in enumerate(concepts):
             if key(c, seed) in have: continue
@@ -116,8 +119,8 @@ def main():
             (wo, ro), (wn, rn) = out['exhaustive'], out['halving']
             so, sn = ro.params['selection'], rn.params['selection']
             same = so['chosen'] == sn['chosen']
-            row = dict(dataset=a.dataset, n=len(ds), encoder=a.encoder, concept=c, seed=seed, threads=a.threads,
-                       load_1min=round(load, 2), order=order[0] + ' first',
+            row = dict(dataset=a.dataset, n=len(ds), encoder=a.encoder, trunk=trunk, concept=c, seed=seed, threads=a.threads,
+                       load_1min=round(load, 2), order=order[0] + ' first', commit=commit,
                        exhaustive_s=round(wo, 1), halving_s=round(wn, 1), speedup=round(wo / wn, 2),
                        chosen_exhaustive=so['chosen'], chosen_halving=sn['chosen'],
                        nmi_exhaustive=round(ro.metrics['nmi'], 4), nmi_halving=round(rn.metrics['nmi'], 4),
