@@ -35,8 +35,10 @@ def main():
     ap.add_argument('--figure', default='', help='with --rules: a bar chart of the means, saved here')
     ap.add_argument('--rules', action='store_true',
                     help="run nothing: the final embeddings 'balanced' and 'trust' of every full-mode fit saved in --save")
+    ap.add_argument('--powers', default='',
+                    help="with --rules: also trust shares (1 - rho)**p for these p (a labelled dev sweep, e.g. 1.5,2,3)")
     a = ap.parse_args()
-    if a.rules: return print(rules(a.save, a.figure))
+    if a.rules: return print(rules(a.save, a.figure, [float(p) for p in a.powers.split(',') if p]))
     import torch, subprocess
     torch.set_num_threads(a.threads)
     from multiclust.clip import load_encoder
@@ -108,10 +110,14 @@ def halves(enc, ename: str, ds, c: str, feats, res, save: str = '') -> dict:
                             **{n: X.numpy() for n, X in embs.items()})
     return row
 
-def rules(save: str, figure: str = '') -> str:
+def rules(save: str, figure: str = '', powers=()) -> str:
     """Per saved full-mode fit: k-means NMI of the final embedding as `final='balanced'` and `final='trust'` make it
     (from the fit's own embeddings, rho = the relative loss of its image half and prompts, K-means seeded with the
-    fit's seed, 10 restarts as in full mode), the k-means baseline and zero-shot; then the means over seeds."""
+    fit's seed, 10 restarts as in full mode), the k-means baseline and zero-shot; then the means over seeds.
+    `zeroshot_k`: zero-shot kept to K clusters, each image's nearest prompt among the K words zero-shot uses most
+    (label-free; plain zero-shot may use more than K words, which K-cluster NMI cannot match). `powers`: the trust
+    share (1 - rho)**p instead of 1 - rho, per p (`trust_p<p>`): a sweep read against the labels, so a choice made
+    from it is a labelled dev-set choice."""
     import glob, numpy as np, pandas as pd, torch
     from multiclust.multisub import balanced_embedding, trust_embedding, relative_alignment_loss, text_trust
     from multiclust.core import kmeans
@@ -126,14 +132,20 @@ def rules(save: str, figure: str = '') -> str:
         k = len(np.unique(t))
         tok, img, img0 = (torch.as_tensor(d[n]) for n in ('token', 'image', 'image0'))
         rho = relative_alignment_loss(img, torch.as_tensor(d['prompt']))
+        S = torch.nn.functional.normalize(img0, dim=-1) @ torch.as_tensor(d['T']).T        # the zero-shot scores
+        top = np.argsort(-np.bincount(d['zs'], minlength=S.shape[1]), kind='stable')[:k]   # its K most used words
+        sweep = {f'trust_p{p:g}': nmi(t, kmeans(trust_embedding([tok, img], img0, 1 - text_trust(rho) ** p), k, s, 10))
+                 for p in powers}
         rows.append(dict(dataset=ds, concept=c, encoder=e, method='randwords' if 'randwords' in name else 'multisub',
                          seed=s, rho=rho, trust=text_trust(rho),
                          kmeans=nmi(t, kmeans(torch.nn.functional.normalize(img0, dim=-1), k, s, 10)),
-                         zeroshot=nmi(t, d['zs']), balanced=nmi(t, kmeans(balanced_embedding(tok, img), k, s, 10)),
-                         trust_rule=nmi(t, kmeans(trust_embedding([tok, img], img0, rho), k, s, 10))))
+                         zeroshot=nmi(t, d['zs']), zeroshot_k=nmi(t, top[S[:, top].argmax(-1).numpy()]),
+                         zeroshot_words=int((np.bincount(d['zs']) > 0).sum()), balanced=nmi(t, kmeans(balanced_embedding(tok, img), k, s, 10)),
+                         trust_rule=nmi(t, kmeans(trust_embedding([tok, img], img0, rho), k, s, 10)), **sweep))
     df = pd.DataFrame(rows)
     g = df.groupby(['dataset', 'concept', 'encoder', 'method'])
-    out = g[['rho', 'kmeans', 'zeroshot', 'balanced', 'trust_rule']].mean().round(3)
+    out = g[['rho', 'kmeans', 'zeroshot', 'zeroshot_words', 'zeroshot_k', 'balanced', 'trust_rule',
+             *[c for c in df.columns if c.startswith('trust_p')]]].mean().round(3)
     out['seeds'] = g.size()
     if figure: plot_rules(out, figure)
     return df.round(3).to_string() + '\n\nmeans over seeds:\n' + out.to_string()
