@@ -26,7 +26,9 @@ METHODS = ['kmeans', 'zeroshot-gpt', 'multisub', 'multisub-randwords']        # 
 TABLE = ['kmeans', 'zeroshot-gpt', 'zeroshot-label', 'text-anchored', 'multimap', 'multisub', 'multisub-randwords',
          'multidproxy']
 ENCODERS = {'cnn': 'new (cnn trunk)', 'conse': 'old (conse trunk)'}
-_key = lambda r: (r['dataset'], r['concept'], r['encoder'], r['method'], r['seed'], r.get('quick'), r.get('max_images', 0))
+_final = lambda r: (r.get('final') or 'balanced') if r['method'].startswith('multisub') else None   # Multi-Sub's rule (issue 26)
+_key = lambda r: (r['dataset'], r['concept'], r['encoder'], r['method'], r['seed'], r.get('quick'), r.get('max_images', 0),
+                  _final(r))
 
 
 def epochs(res) -> list | None:
@@ -63,6 +65,8 @@ def main():
     from multiclust.methods import run_method
     from multiclust.core import kmeans
     from multiclust.metrics import evaluate
+    from multiclust.multisub import MultiSub
+    final = (MultiSub.QUICK if a.quick else MultiSub.FULL).get('final', 'balanced')   # the rule a Multi-Sub row runs today
     t_all = time.perf_counter()
     encs = {ENCODERS[t]: load_encoder('offline', trunk=t) for t in a.encoders.split(',')}
     methods = a.methods.split(',')
@@ -97,7 +101,7 @@ def main():
                 for m in methods:
                     for s in seeds:
                         key = _key(dict(dataset=name, concept=c, encoder=ename, method=m, seed=s, quick=a.quick,
-                                        max_images=a.max_images))
+                                        max_images=a.max_images, final=final))
                         if key in done: rows.append(done[key])
                         else:
                             load = round(os.getloadavg()[0], 2)
