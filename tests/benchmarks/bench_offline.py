@@ -112,7 +112,7 @@ def main():
                                              status=r.status, runtime_s=round(time.perf_counter() - t, 1), quick=a.quick,
                                              max_images=a.max_images, threads=a.threads, load_before=load,
                                              chosen=sel.get('chosen'), train_subset=r.params.get('train_subset'),
-                                             epochs=epochs(r), final=r.params.get('final'),
+                                             epochs=epochs(r), final=r.params.get('final'), score=r.params.get('score'),
                                              n_images=len(ds), commit=commit))
                             record(rows[-1])
                             if a.halves and m.startswith('multisub'):
