@@ -99,6 +99,9 @@ class MultiSub:
         if basis not in BASES: raise ValueError(f"basis must be one of {list(BASES)}, got {basis!r}")
         if intra not in INTRA: raise ValueError(f"intra must be one of {list(INTRA)}, got {intra!r}")
         if final not in FINAL: raise ValueError(f"final must be one of {list(FINAL)}, got {final!r}")
+        if final == 'trust' and not balance:     # trust_embedding weighs parts of equal variance: it always balances
+            raise ValueError("final='trust' weighs balanced parts (each scaled to the same variance first); balance=False "
+                             "applies to final='balanced' only")
         if not proj_anchor >= 0: raise ValueError(f"proj_anchor must be >= 0, got {proj_anchor}")
         for name, v in (('train_subset', train_subset), ('select_subset', select_subset)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 2):
