@@ -13,35 +13,16 @@ import torch
 import torch.nn.functional as F
 
 from .clip import Encoder, PromptError
-from .proxy import reference_embeddings, check_template, make_text_path, alignment_loss, batches
+from .proxy import (reference_embeddings, check_template, make_text_path, alignment_loss, batches, prompt_word,
+                              image_embeddings, prompt_embeddings)
 from .losses import joint_embedding
 from .core import ClusterResult, check_k, check_features, kmeans, seeded
+from .diagnostics import epoch_diagnostics, diagnostic_subset
 
 # %% auto #0
-__all__ = ['prompt_word', 'image_embeddings', 'prompt_embeddings', 'kmeans_images', 'zeroshot', 'text_anchored_repr',
-           'text_anchored', 'hull_residual', 'MapState', 'MultiMaP']
+__all__ = ['kmeans_images', 'zeroshot', 'text_anchored_repr', 'text_anchored', 'hull_residual', 'MapState', 'MultiMaP']
 
 # %% ../nbs/03b_baselines.ipynb #23ac7bab
-def prompt_word(w: str) -> str:
-    "A label or reference word as it goes into a prompt: underscores become spaces ('no_glasses' -> 'no glasses')."
-    if not isinstance(w, str) or not w.replace('_', ' ').strip():
-        raise PromptError(f"word {w!r} is empty; every word must be a non-empty string")
-    return ' '.join(w.replace('_', ' ').split())
-
-@torch.no_grad()
-def image_embeddings(encoder: Encoder, feats) -> torch.Tensor:
-    "$v_i$: the encoder's projection of the frozen features, L2-normalised, `(N, embed_dim)`."
-    return F.normalize(encoder.project(check_features(encoder, feats)), dim=-1)
-
-@torch.no_grad()
-def prompt_embeddings(encoder: Encoder, template: str, words: Sequence[str], batch_size: int = 256) -> torch.Tensor:
-    "$t_w$: L2-normalised text embeddings of `template` with `*` := each word, `(len(words), embed_dim)`."
-    check_template(encoder, template)
-    if isinstance(words, str) or len(words) == 0:
-        raise PromptError(f"need a non-empty list of words for the prompt {template!r}, got {words!r}")
-    ps = [template.replace('*', prompt_word(w)) for w in words]
-    return F.normalize(torch.cat([encoder.encode_text(ps[i:i + batch_size]) for i in range(0, len(ps), batch_size)]), dim=-1)
-
 def _true(true_labels, n: int):
     if true_labels is None: return None
     t = np.asarray(true_labels)
@@ -235,8 +216,7 @@ def _nearest_word(self: MultiMaP, st: MapState, W: torch.Tensor) -> torch.Tensor
 
 @torch.no_grad()
 def _diagnose_map(self: MultiMaP, st: MapState, sub, W0, theta0, prev_y, true, k: int) -> tuple[dict, torch.Tensor]:
-    "One epoch's diagnostics on the images `sub` (`multiclust.dynamics.epoch_diagnostics`) and the nearest words."
-    from multiclust.dynamics import epoch_diagnostics
+    "One epoch's diagnostics on the images `sub` (`multiclust.diagnostics.epoch_diagnostics`) and the nearest words."
     W = st.W.detach()[sub]
     parts = {'image': F.normalize(st.proj(st.feats[sub]), dim=-1) if self.lr_proj > 0 else st.V0[sub],
              'prompt_text': _embed(st.path, W, 256), 'proxy_token': W}
@@ -267,7 +247,6 @@ def _fit_features_map(self: MultiMaP, feats, template: str, words: Sequence[str]
         opt = torch.optim.Adagrad(groups)
         hist, status, message = [], 'ok', ''
         if self.diagnostics:                              # per-epoch label-free diagnostics on <= 2000 seeded images
-            from multiclust.dynamics import diagnostic_subset
             sub = diagnostic_subset(N, self.seed)
             W0, theta0, prev_y = st.W.detach().clone(), [p.detach().clone() for p in st.proj.parameters()], st.zs[sub]
         from tqdm.auto import tqdm

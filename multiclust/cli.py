@@ -9,15 +9,14 @@ from pathlib import Path
 import pandas as pd
 
 from .data import REGISTRY, data_root, DataError
-from .report import load_results, rows_frame, mean_std, fmt_pm, atomic_write_text
+from .files import atomic_write_text
+from .report import load_results, rows_frame, mean_std, fmt_pm, REPO, SECRET_WORDS
 
 # %% auto #0
-__all__ = ['REPO', 'SECRET_WORDS', 'ablation_notebook', 'resolve_datasets', 'run_one', 'summarize', 'UsageError',
-           'notebook_parameters', 'run_parameters', 'cmd_run', 'cmd_demo', 'cmd_list', 'main']
+__all__ = ['ablation_notebook', 'resolve_datasets', 'run_one', 'summarize', 'UsageError', 'notebook_parameters', 'run_parameters',
+           'cmd_run', 'cmd_demo', 'cmd_list', 'main']
 
 # %% ../nbs/07_cli.ipynb #06ccbf81
-REPO = Path(__file__).resolve().parents[1] if '__file__' in globals() else Path.cwd().parent
-
 def ablation_notebook(path=None) -> Path:
     "Path of the ablation notebook; a clear error when the package was installed without its notebooks."
     p = Path(path) if path else REPO / 'nbs' / '05_ablation.ipynb'
@@ -79,8 +78,6 @@ def summarize(datasets: list[str], results_dir='results') -> pd.DataFrame:
     return ms
 
 # %% ../nbs/07_cli.ipynb #07f07efc
-SECRET_WORDS = ('key', 'token', 'secret', 'password', 'passwd', 'credential')
-
 def _secret_refusal(name: str) -> str:
     return (f"-p {name}: refused, it looks like a secret (its value is not shown); secrets are read from the environment "
             "only (OPENAI_API_KEY), never passed as parameters (papermill writes parameters into the executed notebook)")

@@ -14,8 +14,10 @@ import torch.nn.functional as F
 
 from .clip import Encoder, PromptError
 from .proxy import NonFiniteLoss, alignment_loss, batches, check_template
-from .core import ClusterResult, check_k, check_features, kmeans, resolve_task, _metrics, seeded
-from .multisub import MIN_GAIN          # the same 'no longer improving' threshold as Multi-Sub's
+from .core import ClusterResult, check_k, check_features, kmeans, _metrics, seeded
+from .data import resolve_task
+from .diagnostics import (MIN_GAIN, epoch_diagnostics, diagnostic_subset,   # MIN_GAIN: the same threshold as Multi-Sub's
+                                    relative_alignment_loss)
 
 # %% auto #0
 __all__ = ['ALIGN', 'USER_INTEREST', 'CONCEPT_ON', 'WEIGHTS', 'candidate_embeddings', 'CandidateProxies', 'CrossAttention',
@@ -322,8 +324,7 @@ def _prune_round(self: MultiDProxy, model: DProxyModel, M: int, words: list[str]
 
 @torch.no_grad()
 def _diagnose_dproxy(model: DProxyModel, sub, q0, fusion0, prev_y, true, k: int, seed: int) -> tuple[dict, torch.Tensor]:
-    "One epoch's diagnostics on the images `sub` (`multiclust.dynamics.epoch_diagnostics`); pseudo-labels as candidate ids."
-    from multiclust.dynamics import epoch_diagnostics
+    "One epoch's diagnostics on the images `sub` (`multiclust.diagnostics.epoch_diagnostics`); pseudo-labels as candidate ids."
     o = model(sub)
     y = torch.as_tensor(model.proxies.active, device=o['a'].device)[o['a'].argmax(1)].cpu()   # ids into the full list
     drifts = {'proxy_dist': ([model.proxies.q], [q0]), 'fusion_dist': (list(model.fusion.parameters()), fusion0[0])}
@@ -392,7 +393,6 @@ def _fit_features(self: MultiDProxy, feats, template: str, candidates: Sequence[
         hist, status, message = [], 'ok', ''
         watch = self.diagnostics or self.keep_best or self.patience is not None
         if watch:                                          # per-epoch label-free diagnostics on <= 2000 seeded images
-            from multiclust.dynamics import diagnostic_subset
             sub, prev_y = diagnostic_subset(N, self.seed).to(dev), None
             q0 = model.proxies.q.detach().clone()
             drift0 = ([p.detach().clone() for p in model.fusion.parameters()], P0)
@@ -463,7 +463,6 @@ def _fit_features(self: MultiDProxy, feats, template: str, candidates: Sequence[
         X = _clustered(model, emb)
         labels = kmeans(X, k, self.seed, self.n_init)
         pseudo = emb['a'].argmax(1).cpu()
-        from multiclust.multisub import relative_alignment_loss
         score = relative_alignment_loss(emb['v'], emb['w'])
     kept = [words[i] for i in model.proxies.active]
     cpu = lambda x: x.detach().cpu().numpy()               # the numpy boundary
@@ -515,12 +514,12 @@ def _select_fit(self: MultiDProxy, feats, template, candidates, k, true_labels=N
     return res
 
 MultiDProxy.fit_features, MultiDProxy._select_fit = _fit_features, _select_fit
-MultiDProxy.PROTOCOL = dict(keep_best=True, patience=5)    # the label-free keep-best and stop of chapter 03c
+MultiDProxy.PROTOCOL = dict(keep_best=True, patience=5)    # the label-free keep-best and stop of chapter 04c
 MultiDProxy.QUICK = dict(MultiDProxy.PROTOCOL, epochs=10, n_init=3, eval_rounds=False, diagnostics=False)
 MultiDProxy.FULL = dict(MultiDProxy.PROTOCOL, select='loss', select_subset=400, n_init=10)   # the registry's full mode
 MultiDProxy.V1 = dict(query='image', tau_alpha=0.01, lr_proxy=1e-3, train_projection=False, align='fused-image',
                       user_interest='centroid', concept_on='fused', weights='schedule', score='mean', start='budget',
-                      prune_every=10)                 # the first reading (until issue 27), kept for chapter 03c and the ablation
+                      prune_every=10)                 # the first reading (until issue 27), kept for chapter 04c and the ablation
 
 # %% ../nbs/04_dynamic_proxies.ipynb #17b7f037
 def _fit(self: MultiDProxy, dataset, concept: str, k: int | None = None, candidates: Sequence[str] | None = None,

@@ -14,14 +14,17 @@ from .clip import Encoder, PromptError
 from .proxy import (Proxies, NonFiniteLoss, reference_embeddings, check_template, make_text_path,
                               phase1_epoch, RowAdagrad)
 from .losses import pseudo_labels, joint_embedding, phase2_epoch, INTRA
-from .core import ClusterResult, check_k, check_features, kmeans, resolve_task, _metrics, seeded, _threads, _rng_devices
+from .diagnostics import (MIN_GAIN, spread, effective_rank, relative_alignment_loss, epoch_diagnostics,
+                                    diagnostic_subset)
+from .core import ClusterResult, check_k, check_features, kmeans, _metrics, seeded, _threads, _rng_devices
+from .data import resolve_task
 
 # %% auto #0
-__all__ = ['PAPER_GRID', 'FINAL', 'BASES', 'SELECT', 'HALVING', 'KEEPS', 'COLLAPSE_SPREAD', 'MIN_GAIN', 'SUBSPACE_CLUSTERINGS',
-           'EXTEND_NEIGHBOURS', 'EXTENSION', 'TRAIN_SUBSET', 'PROTOCOL', 'rung_survivors', 'MultiSub', 'spread',
-           'effective_rank', 'balanced_embedding', 'text_trust', 'trust_embedding', 'relative_alignment_loss',
-           'is_collapsed', 'cluster_embedding', 'subspace_clusterings', 'basis_embeddings', 'DirectPath',
-           'extend_proxies', 'choose_candidate', 'selection_subset', 'candidate_configs']
+__all__ = ['PAPER_GRID', 'FINAL', 'BASES', 'SELECT', 'HALVING', 'KEEPS', 'COLLAPSE_SPREAD', 'SUBSPACE_CLUSTERINGS',
+           'EXTEND_NEIGHBOURS', 'EXTENSION', 'TRAIN_SUBSET', 'PROTOCOL', 'rung_survivors', 'MultiSub',
+           'balanced_embedding', 'text_trust', 'trust_embedding', 'is_collapsed', 'cluster_embedding',
+           'subspace_clusterings', 'basis_embeddings', 'DirectPath', 'extend_proxies', 'choose_candidate',
+           'selection_subset', 'candidate_configs']
 
 # %% ../nbs/03a_multisub.ipynb #83662a41
 def _rowwise(sparse_proxies, optimizer: str, weight_decay: float, lr_latent: float) -> bool:
@@ -133,21 +136,6 @@ class MultiSub:
 # %% ../nbs/03a_multisub.ipynb #3ea68965
 import torch.nn.functional as F
 COLLAPSE_SPREAD = 0.05     # a fit whose image spread fell below this fraction of the pretrained spread has collapsed
-MIN_GAIN = 1e-3            # a relative-loss gain below this fraction does not count (patience, keep-best)
-
-def spread(X) -> float:
-    "Mean squared distance of the L2-normalised rows of `X` to their centroid: 0 when all rows point the same way."
-    X = F.normalize(torch.as_tensor(X, dtype=torch.float32), dim=-1)
-    return float(((X - X.mean(0)) ** 2).sum(-1).mean())
-
-def effective_rank(X, max_rows: int = 2000) -> float:
-    "exp(entropy) of the normalised singular values of the centred, L2-normalised rows (the first `max_rows` rows)."
-    X = F.normalize(torch.as_tensor(X, dtype=torch.float32)[:max_rows], dim=-1)
-    s = torch.linalg.svdvals(X - X.mean(0))
-    if float(s.sum()) <= 0: return 0.0
-    p = s / s.sum()
-    return float(torch.exp(-(p * p.clamp_min(1e-30).log()).sum()))
-
 def balanced_embedding(*parts: torch.Tensor) -> torch.Tensor:
     '''The concatenation of `parts`, each L2-normalised and then divided by the square root of its spread, so that
     every part has the same total variance and so the same say in k-means' squared distances (our design).'''
@@ -171,17 +159,6 @@ def trust_embedding(learned: Sequence[torch.Tensor], image0: torch.Tensor, rho: 
     B = balanced_embedding(*learned, image0)
     d = B.shape[1] - image0.shape[1]
     return torch.cat([B[:, :d] * math.sqrt(a), B[:, d:] * math.sqrt(1 - a)], -1)
-
-@torch.no_grad()
-def relative_alignment_loss(V: torch.Tensor, T: torch.Tensor) -> float:
-    '''Eq. 5's loss of the matched pairs (image i, its own prompt) divided by its mean over all pairs (i, j):
-    $\\frac{1}{N}\\sum_i (1-\\cos(v_i,t_i)) / (1-\\bar v\\cdot\\bar t)$ with $\\bar v,\\bar t$ the means of the normalised
-    rows (the all-pairs mean in O(N)). Lower is better; 1 means a proxy explains its own image no better than any
-    other image, which is what a collapse (one embedding for every image, or one proxy) scores.'''
-    V, T = F.normalize(V.double(), dim=-1), F.normalize(T.double(), dim=-1)   # float64: both terms vanish in a collapse
-    matched = float((1 - (V * T).sum(-1)).mean())
-    shuffled = 1 - float(V.mean(0) @ T.mean(0))
-    return matched / shuffled if shuffled > 1e-12 else 1.0
 
 def is_collapsed(n_pseudo_clusters: int, image_spread: float, pretrained_spread: float) -> str:
     "Why a fit counts as collapsed ('' if it does not): one pseudo-cluster, or (nearly) all images on one embedding."
@@ -252,8 +229,7 @@ def _proxy_embeddings(self: MultiSub, px, path, Z, tables: dict, need=('proxy_te
 
 @torch.no_grad()
 def _diagnose(px, proj, feats, theta0, y, prev_y, sub) -> dict:
-    "Per-epoch training diagnostics (label-free), through chapter 03c's `epoch_diagnostics`: proxy weight entropy, pseudo-clusters, spreads, projection drift."
-    from multiclust.dynamics import epoch_diagnostics           # 03c builds on this module: imported when used
+    "Per-epoch training diagnostics (label-free), through chapter 02a's `epoch_diagnostics`: proxy weight entropy, pseudo-clusters, spreads, projection drift."
     return epoch_diagnostics({'image': proj(feats[sub]), 'token': px(sub)}, y, prev_y, weights=px.weights(),
                              drifts={'proj_dist': (list(proj.parameters()), theta0)})
 
@@ -351,7 +327,6 @@ def _fit_steps(self: MultiSub, run: _Run):
         for p, q in zip(proj.parameters(), theta0):
             p.register_hook(lambda g, p=p, q=q: g + self.proj_anchor * (p.detach() - q))
     wd_proj = 0.0 if self.proj_anchor > 0 else self.weight_decay
-    from multiclust.dynamics import diagnostic_subset
     sub = diagnostic_subset(N, self.seed)                     # the rows the diagnostics and the spread read
     with torch.no_grad(): spread0 = spread(proj(feats[sub]))
     px = Proxies(B, N, latent=self.latent, init_std=self.init_std, generator=gen)

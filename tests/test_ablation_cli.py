@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from multiclust.cli import main as cli_main, REPO
+from multiclust.cli import main as cli_main
+from multiclust.report import REPO
 
 NB = REPO / 'nbs' / '05_ablation.ipynb'
 FAST = ['-p', 'encoder=toyclip', '-p', "sections='main'", '-p', 'new_concept=""']

@@ -8,7 +8,8 @@ import torch
 from multiclust.clip import PromptError, tiny_clip
 from multiclust.data import Dataset, extract_features, load_dataset
 from multiclust.core import ClusterResult
-from multiclust.baselines import MultiMaP, hull_residual, image_embeddings, prompt_embeddings, text_anchored, zeroshot
+from multiclust.baselines import MultiMaP, hull_residual, text_anchored, zeroshot
+from multiclust.proxy import image_embeddings, prompt_embeddings
 from multiclust.methods import METHODS, MissingWords, MethodUnavailable, run_method
 
 

@@ -71,7 +71,7 @@ def test_cluster_on_the_device(enc, syn, tmp_path):
 
 def test_the_check_fails_where_the_rule_is_broken(enc, syn):
     "The check is not vacuous: a feature tensor left on the host, and numpy of a device tensor, both fail."
-    from multiclust.baselines import image_embeddings
+    from multiclust.proxy import image_embeddings
     feats = extract_features(enc, syn, progress=False)
     with on_second_device(enc):
         with pytest.raises(DeviceMixError, match='linear'): enc.project(feats)

@@ -243,7 +243,7 @@ def test_sparse_proxies_bad_value(enc):
     with pytest.raises(ValueError, match="'auto', True or False"): _ms(enc, sparse_proxies='sparse')
 
 
-# ---------------------------------------------------------------- the paper's protocol (chapter 03a / 03c)
+# ---------------------------------------------------------------- the paper's protocol (chapter 03a / 04c)
 @pytest.mark.parametrize('cluster_on', list(MultiSub.CLUSTER_ON))
 def test_every_cluster_on_runs(enc, feats, cluster_on):
     r = _ms(enc, cluster_on=cluster_on, text_embeddings=False).fit_features(feats, TPL, WORDS, 3)
@@ -267,7 +267,7 @@ def test_balanced_halves_have_equal_variance():
 
 
 def test_relative_loss_scores_a_collapse_as_chance():
-    from multiclust.multisub import relative_alignment_loss
+    from multiclust.diagnostics import relative_alignment_loss
     g = torch.Generator().manual_seed(0)
     V = torch.randn(50, 8, generator=g)
     one = V[:1].expand(50, -1)

@@ -132,7 +132,7 @@ def test_sigkill_during_extraction_then_resume(synth, reference, tmp_path):
 # ---------------------------------------------------------------- item 4: results files are written atomically
 SLOW_SAVE = textwrap.dedent('''
     import sys, time, os
-    import multiclust.report as rep
+    import multiclust.report as rep, multiclust.files as files
     class Slow:                                  # writes in small flushed pieces, slowly: a kill lands mid-write
         def __init__(self, f): self.f = f
         def __enter__(self): return self
@@ -141,10 +141,10 @@ SLOW_SAVE = textwrap.dedent('''
             for i in range(0, len(s), 64):
                 self.f.write(s[i:i + 64]); self.f.flush(); time.sleep(0.01)
     real_open = open
-    def slow_open(path, mode='r', *a, **k):      # the one writer (report.atomic_write_file) writes through open()
+    def slow_open(path, mode="r", *a, **k):      # the one writer (files.atomic_write_file) writes through open()
         f = real_open(path, mode, *a, **k)
         return Slow(f) if 'w' in mode else f
-    rep.open = slow_open
+    files.open = slow_open
     rows = [dict(dataset='d', method='m', concept=f'c{i}', seed=i, nmi=0.5) for i in range(400)]
     rep.save_results(rows, 'd', sys.argv[1])
 ''')
@@ -174,7 +174,7 @@ def test_save_results_killed_mid_write_keeps_old_file(tmp_path):
 
 
 def test_save_results_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
-    import multiclust.report as rep
+    import multiclust.report as rep, multiclust.files as files
     csv = rep.save_results([dict(dataset='d', method='m', concept='c', seed=0, nmi=0.25)], 'd', tmp_path)
     before = csv.read_bytes()
     def boom(*a, **k): raise KeyboardInterrupt('interrupted before the rename')

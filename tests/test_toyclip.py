@@ -8,6 +8,8 @@ import pytest
 import torch
 
 import multiclust.toyclip as T
+from multiclust.steering import steering_matrix
+from multiclust.files import file_digest
 from multiclust.clip import WeightsUnavailable, load_encoder
 from multiclust.data import SYNTH_CONCEPTS, load_dataset
 
@@ -69,7 +71,7 @@ def test_shipped_weights_match_their_record():
     p = T.shipped_weights()
     assert p.is_file(), f"{p} missing"
     rec = json.loads(p.with_suffix('.json').read_text())
-    assert rec['sha256'] == T._sha256(p) and rec['format'] == T.WEIGHTS_FORMAT
+    assert rec["sha256"] == file_digest(p) and rec['format'] == T.WEIGHTS_FORMAT
     assert 'train_and_save' in rec['command'] and rec['training']['steps_done'] == rec['training']['steps']
     assert p.stat().st_size < 10e6
 
@@ -126,7 +128,7 @@ def test_zero_shot_on_the_embedded_default(enc, syn):
 # --- the claim -----------------------------------------------------------------------------------------------------
 @pytest.fixture(scope='module')
 def steer(enc, syn):
-    rows = T.steering_matrix(enc, syn, sources=('class names', 'llm', 'random'), eval_rounds=False, text_embeddings=False)
+    rows = steering_matrix(enc, syn, sources=('class names', 'llm', 'random'), eval_rounds=False, text_embeddings=False)
     return {(r['method'], r['asked'], r['words'].split(' (')[0]): r for r in rows}
 
 

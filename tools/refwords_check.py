@@ -1,4 +1,4 @@
-"""Reference words the images choose (chapter 02a, `image_chosen_words`) against WordNet's hyponyms, per concept:
+"""Reference words the images choose (chapter 02b, `image_chosen_words`) against WordNet's hyponyms, per concept:
 one `Clusterer` fit each, the true K given, seed 0, no words passed (the images choose) vs the WordNet list passed
 as words; NMI against the hidden labels. Usage:
   MULTICLUST_DATA=../shared/data OMP_NUM_THREADS=1 python tools/refwords_check.py [--sets synthetic:toyclip,cars:offline,cmuface:offline] [--budgets quick|full]"""

@@ -73,8 +73,8 @@ def main():
 def halves(enc, ename: str, ds, c: str, feats, res, save: str = '') -> dict:
     "The diagnostics row of one Multi-Sub result `res` (see the module doc); with `save`, its npz in that folder."
     import numpy as np, torch, torch.nn.functional as F
-    from multiclust.baselines import image_embeddings, prompt_embeddings
-    from multiclust.multisub import spread, effective_rank
+    from multiclust.proxy import image_embeddings, prompt_embeddings
+    from multiclust.diagnostics import spread, effective_rank
     from multiclust.core import kmeans
     from multiclust.metrics import nmi
     true, k, s, quick = ds.label_ids(c), res.k, res.seed, bool(res.params.get('quick'))
@@ -119,7 +119,8 @@ def rules(save: str, figure: str = '', powers=()) -> str:
     share (1 - rho)**p instead of 1 - rho, per p (`trust_p<p>`): a sweep read against the labels, so a choice made
     from it is a labelled dev-set choice."""
     import glob, numpy as np, pandas as pd, torch
-    from multiclust.multisub import balanced_embedding, trust_embedding, relative_alignment_loss, text_trust
+    from multiclust.multisub import balanced_embedding, trust_embedding, text_trust
+    from multiclust.diagnostics import relative_alignment_loss
     from multiclust.core import kmeans
     from multiclust.metrics import nmi
     rows = []
