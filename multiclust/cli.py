@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from .data import REGISTRY, data_root, DataError
+from .clip import ArgParser, add_encoder_arg
 from .files import atomic_write_text
 from .report import load_results, rows_frame, mean_std, fmt_pm, REPO, SECRET_WORDS
 
@@ -89,14 +90,6 @@ def _secret_param(argv: list[str]) -> str | None:
             x[len('--param='):] if x.startswith('--param=') else x[2:] if x.startswith('-p') and len(x) > 2 else None
         if v is not None and any(w in v.split('=', 1)[0].lower() for w in SECRET_WORDS): return v.split('=', 1)[0].strip()
     return None
-
-class _Parser(argparse.ArgumentParser):
-    "argparse whose error messages never repeat an API key (`sk-...`, or the one in OPENAI_API_KEY) from the command line."
-    def error(self, message):
-        import re
-        k = os.environ.get('OPENAI_API_KEY') or ''
-        if len(k) >= 4: message = message.replace(k, '***')
-        super().error(re.sub(r'sk-[A-Za-z0-9_\-]{4,}', '***', message))
 
 class UsageError(ValueError):
     "A command-line argument the command refuses (unknown parameter, a secret, seeds < 1); exit code 2."
@@ -184,11 +177,11 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     secret = _secret_param(argv)
     if secret is not None: print(f"multiclust: error: {_secret_refusal(secret)}", file=sys.stderr); return 2
-    p = _Parser('multiclust', description='User-customized multiple clustering of images.')
+    p = ArgParser('multiclust', description='User-customized multiple clustering of images.')
     sub = p.add_subparsers(dest='cmd', required=True)
     def common(q):
         q.add_argument('--data-root', help='folder holding <dataset>/labels.csv (default: $MULTICLUST_DATA)')
-        q.add_argument('--encoder', help="auto | openclip | offline | toyclip | align | blip (default: the notebook's)")
+        add_encoder_arg(q, default=None, says="the notebook's")
         q.add_argument('--seeds', type=int, help='seeds per method')
         q.add_argument('--device', help="auto | cpu | cuda | cuda:<i> (default: auto = CUDA when available, else cpu)")
         q.add_argument('--out', default='out', help='folder for executed notebooks (default: ./out)')

@@ -18,7 +18,8 @@ from PIL import Image, UnidentifiedImageError
 __all__ = ['log', 'TINY_VIT', 'TINY_RESNET', 'ENCODERS', 'HUB_TIMEOUT_S', 'OFFLINE_CAN_SEE', 'LAZY_ENCODERS', 'clip_loss',
            'ImageDecodeError', 'open_image', 'WeightsUnavailable', 'PromptError', 'Encoder', 'available_devices',
            'resolve_device', 'OpenCLIPEncoder', 'load_openclip', 'tiny_clip', 'imagenet_classes', 'ConSEProjection',
-           'OfflineEncoder', 'register_encoder', 'hub_reachable', 'load_encoder']
+           'OfflineEncoder', 'register_encoder', 'hub_reachable', 'load_encoder', 'encoder_names', 'add_encoder_arg',
+           'ArgParser']
 
 # %% ../nbs/00_clip.ipynb #09a703d2
 log = logging.getLogger('multiclust')
@@ -530,3 +531,22 @@ def load_encoder(name: str = 'auto', device: str | torch.device = 'auto', **kw) 
     if name not in ENCODERS:
         raise ValueError(f"unknown encoder {name!r}; known encoders: {', '.join(sorted(set(ENCODERS) | set(LAZY_ENCODERS)))}")
     return ENCODERS[name](device=resolve_device(device), **kw)
+
+# %% ../nbs/00_clip.ipynb #51a8444e
+import argparse, re
+
+def encoder_names() -> list[str]:
+    "Every name `load_encoder` accepts (registered now, or registered by a chapter on first use)."
+    return sorted(set(ENCODERS) | set(LAZY_ENCODERS))
+
+def add_encoder_arg(parser, default: str | None = 'auto', says: str | None = None):
+    "Add `--encoder NAME` to `parser`: the registry's names in the help, `says` explaining the default."
+    parser.add_argument('--encoder', default=default, metavar='NAME',
+                        help=f"{' | '.join(encoder_names())} (default: {says or default})")
+
+class ArgParser(argparse.ArgumentParser):
+    "argparse whose error messages never repeat an API key (`sk-...`, or the one in OPENAI_API_KEY) from the command line."
+    def error(self, message):
+        k = os.environ.get('OPENAI_API_KEY') or ''
+        if len(k) >= 4: message = message.replace(k, '***')
+        super().error(re.sub(r'sk-[A-Za-z0-9_\-]{4,}', '***', message))

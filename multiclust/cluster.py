@@ -14,7 +14,8 @@ import pandas as pd
 import torch
 
 from .data import IMAGE_EXTS, Dataset, DataError, cache_root, extract_features
-from .clip import open_image, ImageDecodeError, load_encoder, PromptError, resolve_device, OFFLINE_CAN_SEE
+from .clip import (open_image, ImageDecodeError, load_encoder, PromptError, resolve_device, OFFLINE_CAN_SEE,
+                             add_encoder_arg)
 from .core import ClusterResult, check_k, check_features, kmeans, default_template
 from .files import atomic_write_text, atomic_write_file
 from .report import OutputFolder
@@ -496,8 +497,7 @@ def add_cluster_parser(sub) -> argparse.ArgumentParser:
     c.add_argument('--template', help="prompt with one '*', e.g. 'a car with the color of *'")
     c.add_argument('--object', default='photo', help="noun for the default template 'a NOUN with the CONCEPT of *' (default: photo)")
     c.add_argument('--method', default=DEFAULT_METHOD, help=f'a METHODS name (default: {DEFAULT_METHOD})')
-    c.add_argument('--encoder', default='auto', help='auto | openclip | offline | toyclip | ... (default: auto: CLIP from '
-                   'this machine, else downloaded when online, else the offline encoder)')
+    add_encoder_arg(c, says='auto: CLIP from this machine, else downloaded when online, else the offline encoder')
     c.add_argument('--device', default='auto', help='auto | cpu | cuda | cuda:<i> (default: auto = CUDA when available, else cpu)')
     c.add_argument('--seed', type=int, default=0)
     c.add_argument('--thorough', action='store_true', help="the method's full budgets (Multi-Sub: its learning-rate x "

@@ -619,13 +619,13 @@ def extract_main(argv=None) -> int:
     '''`python -m multiclust.data DATASET ...`: fill the feature cache of one dataset. Under `torchrun` (`WORLD_SIZE` > 1)
     it joins the process group (NCCL when the ranks have GPUs, else gloo), puts each rank on `cuda:LOCAL_RANK` when
     there are GPUs, and `extract_features` shards the work across the ranks.'''
-    import argparse, torch, torch.distributed as dist
-    from multiclust.clip import load_encoder
-    ap = argparse.ArgumentParser(prog='python -m multiclust.data',
+    import torch, torch.distributed as dist
+    from multiclust.clip import load_encoder, ArgParser, add_encoder_arg
+    ap = ArgParser(prog='python -m multiclust.data',
                                  description='Compute and cache frozen image features of one dataset (one process, or many under torchrun).')
     ap.add_argument('dataset', help="a registered name (under --root / $MULTICLUST_DATA), 'synthetic', or a folder with labels.csv")
     ap.add_argument('--root', help='data root (default: $MULTICLUST_DATA)')
-    ap.add_argument('--encoder', default='auto', help="auto | openclip | offline | tiny | align | blip | ... (default: auto)")
+    add_encoder_arg(ap)
     ap.add_argument('--model', help="open_clip model name for --encoder openclip/auto (default ViT-B-32)")
     ap.add_argument('--pretrained', help="open_clip weights tag or checkpoint path for --encoder openclip/auto (default openai)")
     ap.add_argument('--cache-dir', help='feature cache folder (default: $MULTICLUST_CACHE/features)')
