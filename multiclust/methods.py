@@ -18,7 +18,8 @@ from .baselines import kmeans_images, zeroshot, text_anchored, MultiMaP
 from .multisub import MultiSub
 
 # %% auto #0
-__all__ = ['QUICK_GUESS', 'METHODS', 'WORD_SOURCES', 'MethodUnavailable', 'MissingWords', 'Task', 'Method', 'run_method']
+__all__ = ['QUICK_GUESS', 'METHODS', 'WORD_SOURCES', 'MethodUnavailable', 'MissingWords', 'Task', 'Method', 'resolve_words',
+           'run_method']
 
 # %% ../nbs/04a_methods.ipynb #79ae6fcb
 class MethodUnavailable(RuntimeError):
@@ -167,7 +168,7 @@ METHODS: dict[str, Method] = {m.name: m for m in [
 # %% ../nbs/04a_methods.ipynb #195ea803
 WORD_SOURCES = {'labels': 'true-labels (oracle)', 'random': 'random-nouns (control)'}
 
-def _resolve_words(m: Method, ds, concept: str, seed: int, words) -> tuple[list[str], str, int | None]:
+def resolve_words(m: Method, ds, concept: str, seed: int, words) -> tuple[list[str], str, int | None]:
     "The words `m` uses for `concept`, their source, and the base list's length when `m` takes the candidates."
     if m.words == 'none': return [], 'none', None
     if m.words == 'labels': return [prompt_word(c) for c in ds.classes(concept)], WORD_SOURCES['labels'], None
@@ -227,7 +228,7 @@ def run_method(name: str, encoder: Encoder, dataset, concept: str, seed: int = 0
         template = template or (spec.template if spec is not None else      # a folder of one's own: the paper's pattern
                                 default_template(concept, ds.spec.object_word if ds.spec is not None else 'photo'))
         check_template(encoder, template)
-    ws, source, n_base = _resolve_words(m, ds, concept, seed, words)
+    ws, source, n_base = resolve_words(m, ds, concept, seed, words)
     t0 = time.perf_counter()
     if feats is None: feats = extract_features(encoder, ds, cache_dir=cache_dir, progress=progress)
     feats = check_features(encoder, feats)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, install included (README's second command; .ci/run calls exactly this).
-# 1. project-local venv with pinned torch/nbdev  2. notebooks clean  3. export leaves no diff
-# 4. every notebook executes (nbdev_test)  5. pytest (integration, CLI, bad input).
+# 1. project-local venv with pinned torch/nbdev  2. notebooks clean and every chapter keeps its outputs
+# 3. export leaves no diff  4. every notebook executes (nbdev_test)  5. pytest (integration, CLI, bad input, the
+# book's structure: tests/test_structure.py).
 # Tests never touch the user's cache: MULTICLUST_CACHE is a fresh folder, removed at the end.
 # `tools/test.sh --data-free` is the second pass .ci/run makes with MULTICLUST_DATA pointing at an empty folder:
 # every notebook whose code reads the data root (tools/data_notebooks.py) again, and the pytest tests marked `data`
@@ -45,6 +46,9 @@ before=$(git status --porcelain -- nbs)
 .venv/bin/nbdev_clean
 after=$(git status --porcelain -- nbs)
 if [ "$before" != "$after" ]; then echo "nbdev_clean changed notebooks:"; git status --porcelain -- nbs; exit 1; fi
+
+echo "== every chapter keeps its outputs (tools/run_book.py executed them in place; --check only reads them)"
+.venv/bin/python tools/run_book.py --check
 
 echo "== nbdev_export leaves no diff"
 before=$(git status --porcelain -- multiclust)
