@@ -32,9 +32,10 @@ class Ledger:
         self.finished = {row_key(r): r for r in kept if r.get('status') == 'ok' and r.get('inputs')}
         self.rows = []                                  # this run's rows: resumed and computed
 
-    def add_encoder(self, enc):
-        "Another encoder's rows (the encoder ablation) are keyed on its own features."
-        self.feat_key.setdefault(enc.name, feature_cache_key(enc, self.ds))
+    def add_encoder(self, enc, name: str | None = None):
+        """Another encoder's rows (the encoder ablation) are keyed on its own features, under the name the run asked
+        for (`auto` loads an encoder named `openclip` or `offline`): `inputs(..., encoder_name=name)` finds them."""
+        self.feat_key.setdefault(name or enc.name, feature_cache_key(enc, self.ds))
 
     def overrides(self, m: str) -> dict:
         "The `epochs` parameter, mapped onto method `m`'s own option name."
