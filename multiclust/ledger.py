@@ -67,8 +67,8 @@ class Ledger:
         sec, m, var, c, s = row_key(r)
         if c not in self.concepts or m not in METHODS: return None
         if sec == 'main' and var == '': return self.inputs('main', m, c, s)
-        if sec in ('subspace', 'lambda') and m == 'multisub' and (sec == 'subspace' or var.startswith('lambda=')):
-            return self.inputs(sec, m, c, s, var)
+        if sec == 'subspace' and m == 'multisub': return self.inputs('subspace', m, c, s, var)
+        if sec == 'lambda' and m == 'multisub' and var.startswith('lambda='): return self.inputs('lambda', m, c, s, var)
         return None
 
     @property
