@@ -5,7 +5,7 @@
 # %% ../nbs/02b_reference_words.ipynb #32281692
 from __future__ import annotations
 
-import json, logging, os, random, re, tempfile, time
+import json, logging, os, random, re, time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache

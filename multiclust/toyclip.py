@@ -4,7 +4,7 @@
 
 # %% ../nbs/01c_toy_clip.ipynb #75629f2f
 from __future__ import annotations
-import hashlib, json, math, os, re, tempfile, time, warnings, logging
+import json, math, os, re, time, warnings, logging
 from pathlib import Path
 
 import numpy as np
