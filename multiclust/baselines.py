@@ -13,22 +13,17 @@ import torch
 import torch.nn.functional as F
 
 from .clip import Encoder, PromptError
-from .proxy import (reference_embeddings, check_template, make_text_path, alignment_loss, batches, prompt_word,
+from .proxy import (reference_embeddings, check_template, make_text_path, alignment_loss, batches,
                               image_embeddings, prompt_embeddings)
 from .losses import joint_embedding
-from .core import ClusterResult, check_k, check_features, kmeans, seeded
+from .core import ClusterResult, Task, TaskMethod, fit_inputs, check_k, check_features, kmeans, seeded, prompt_word
 from .diagnostics import epoch_diagnostics, diagnostic_subset
 
 # %% auto #0
-__all__ = ['kmeans_images', 'zeroshot', 'text_anchored_repr', 'text_anchored', 'hull_residual', 'MapState', 'MultiMaP']
+__all__ = ['kmeans_images', 'zeroshot', 'text_anchored_repr', 'text_anchored', 'KMeansImages', 'ZeroShot', 'TextAnchored',
+           'hull_residual', 'MapState', 'MultiMaP']
 
 # %% ../nbs/03b_baselines.ipynb #23ac7bab
-def _true(true_labels, n: int):
-    if true_labels is None: return None
-    t = np.asarray(true_labels)
-    if len(t) != n: raise ValueError(f"true_labels has {len(t)} entries for {n} images")
-    return t
-
 def _result(method: str, encoder: Encoder, labels, k: int, seed: int, true, *, dataset='', concept='', words=(),
             word_source='', emb=None, params=None, history=None, t0=None) -> ClusterResult:
     "A `ClusterResult` with numpy embeddings, scored against `true` when given, timed from `t0`."
@@ -44,9 +39,8 @@ def kmeans_images(encoder: Encoder, feats, k: int, seed: int = 0, n_init: int = 
                   dataset: str = '', concept: str = '') -> ClusterResult:
     "k-means (one `seed`, `n_init` restarts) with `k` clusters on the L2-normalised image embeddings."
     t0 = time.perf_counter()
+    feats, k, true = fit_inputs(encoder, feats, k, true_labels)
     V = image_embeddings(encoder, feats)
-    k = check_k(k, len(V))
-    true = _true(true_labels, len(V))
     labels = kmeans(V, k, seed, n_init)
     return _result('kmeans', encoder, labels, k, seed, true, dataset=dataset, concept=concept, word_source='none',
                    emb={'image': V}, params={'n_init': n_init, 'cluster_on': 'image'}, t0=t0)
@@ -57,9 +51,8 @@ def zeroshot(encoder: Encoder, feats, template: str, words: Sequence[str], k: in
              seed: int = 0) -> ClusterResult:
     "Each image -> the index of the word whose prompt is most similar to it (argmax over all `words`)."
     t0 = time.perf_counter()
+    feats, k, true = fit_inputs(encoder, feats, len(words) if k is None else k, true_labels)
     V = image_embeddings(encoder, feats)
-    k = check_k(len(words) if k is None else k, len(V))
-    true = _true(true_labels, len(V))
     T = prompt_embeddings(encoder, template, words)
     S = V @ T.T                                              # cosine similarities (N, |W|)
     labels = S.argmax(-1).cpu()
@@ -83,15 +76,35 @@ def text_anchored(encoder: Encoder, feats, template: str, words: Sequence[str], 
                   concept: str = '', word_source: str = 'user') -> ClusterResult:
     "k-means with `k` clusters on the text-anchored representation $R$ of the images over the words' prompts."
     t0 = time.perf_counter()
+    feats, k, true = fit_inputs(encoder, feats, k, true_labels)
     V = image_embeddings(encoder, feats)
-    k = check_k(k, len(V))
-    true = _true(true_labels, len(V))
     T = prompt_embeddings(encoder, template, words)
     R = text_anchored_repr(V, T, temperature)
     labels = kmeans(R, k, seed, n_init)
     return _result('text-anchored', encoder, labels, k, seed, true, dataset=dataset, concept=concept, words=words,
                    word_source=word_source, emb={'image': V, 'text': T, 'anchored': R},
                    params={'template': template, 'temperature': temperature, 'n_init': n_init}, t0=t0)
+
+# %% ../nbs/03b_baselines.ipynb #f93c757f
+class KMeansImages(TaskMethod):
+    "`kmeans_images` behind the protocol: k-means on the image embeddings; the task's words are not read."
+    def __init__(self, encoder: Encoder, *, n_init: int = 10, seed: int = 0): self.encoder, self.n_init, self.seed = encoder, n_init, seed
+    def fit_features(self, feats, template=None, words=(), k: int = 2, true_labels=None, dataset='', concept='', word_source='none'):
+        return kmeans_images(self.encoder, feats, k, self.seed, self.n_init, true_labels, dataset, concept)
+
+class ZeroShot(TaskMethod):
+    "`zeroshot` behind the protocol: each image to its most similar word prompt (no options)."
+    def __init__(self, encoder: Encoder, *, seed: int = 0): self.encoder, self.seed = encoder, seed
+    def fit_features(self, feats, template, words, k, true_labels=None, dataset='', concept='', word_source='user'):
+        return zeroshot(self.encoder, feats, template, words, k, true_labels, dataset, concept, word_source, seed=self.seed)
+
+class TextAnchored(TaskMethod):
+    "`text_anchored` behind the protocol: k-means on the cosines to the word prompts."
+    def __init__(self, encoder: Encoder, *, temperature: float | None = None, n_init: int = 10, seed: int = 0):
+        self.encoder, self.temperature, self.n_init, self.seed = encoder, temperature, n_init, seed
+    def fit_features(self, feats, template, words, k, true_labels=None, dataset='', concept='', word_source='user'):
+        return text_anchored(self.encoder, feats, template, words, k, self.seed, self.temperature, self.n_init,
+                             true_labels, dataset, concept, word_source)
 
 # %% ../nbs/03b_baselines.ipynb #4e4da49c
 def hull_residual(W, Z) -> torch.Tensor:
@@ -120,18 +133,23 @@ class MapState:
     W: torch.nn.Parameter         # (N, width) the free proxies
     scale: float                  # RMS coordinate of the initial proxies (to report lr / scale)
 
-class MultiMaP:
+class MultiMaP(TaskMethod):
     "Multi-MaP (Yao, Qian & Hu, CVPR 2024): a free proxy token per image, aligned with its image, kept near the concept and a zero-shot reference word."
     method = 'multimap'
     CLUSTER_ON = {'prompt+image': ('prompt_text', 'image'), 'proxy+image': ('proxy_text', 'image'),
                   'token+image': ('proxy_token', 'image'), 'prompt': ('prompt_text',), 'image': ('image',)}
     SPACES = ('token', 'text')
+    QUICK = dict(epochs=2, n_init=3, text_embeddings=False, contrast='others')   # the registry's budgets (chapter 04a)
+    FULL = dict(epochs=50, n_init=10, contrast='others')                         # the official code's 50 epochs
 
     def __init__(self, encoder: Encoder, *, epochs: int = 50, lr: float = 0.005, alpha: float = 0.2, beta: float = 0.2,
-                 gamma: float = 0.0, contrast: Sequence[str] = (), space: str = 'token', batch_size: int = 20,
+                 gamma: float | None = None, contrast: Sequence[str] | str = (), space: str = 'token', batch_size: int = 20,
                  lr_proj: float = 0.0, cluster_on: str = 'prompt+image', n_init: int = 10, text_path: str = 'fast',
                  text_embeddings: bool = True, seed: int = 0, threads: int | None = None, progress: bool = False,
                  diagnostics: bool = True):
+        self._options = {n: v for n, v in locals().items() if n not in ('self', 'encoder', '__class__')}
+        others = isinstance(contrast, str) and contrast == 'others'     # the task's other concepts (see `fit_task`)
+        if gamma is None: gamma = 0.2 if others else 0.0
         if epochs < 0: raise ValueError(f"epochs must be >= 0, got {epochs}")
         if cluster_on not in self.CLUSTER_ON:
             raise ValueError(f"cluster_on must be one of {list(self.CLUSTER_ON)}, got {cluster_on!r}")
@@ -139,11 +157,13 @@ class MultiMaP:
         for n, v in dict(alpha=alpha, beta=beta, gamma=gamma, lr_proj=lr_proj).items():
             if not v >= 0: raise ValueError(f"{n} must be >= 0, got {v}")
         if not lr > 0: raise ValueError(f"lr must be > 0, got {lr}")
-        if isinstance(contrast, str): raise ValueError(f"contrast must be a list of concept words, got the string {contrast!r}")
-        if gamma > 0 and not contrast: raise ValueError("gamma > 0 needs contrast=[...]: the concept words to keep the proxy away from")
-        if contrast and gamma == 0: raise ValueError(f"contrast={list(contrast)} has no effect with gamma=0: set gamma > 0")
+        if isinstance(contrast, str) and not others:
+            raise ValueError(f"contrast must be a list of concept words or 'others' (the task's other concepts), got the string {contrast!r}")
+        if others: contrast = 'others'
+        elif gamma > 0 and not contrast: raise ValueError("gamma > 0 needs contrast=[...]: the concept words to keep the proxy away from")
+        elif contrast and gamma == 0: raise ValueError(f"contrast={list(contrast)} has no effect with gamma=0: set gamma > 0")
         self.encoder, self.text_embeddings, self.progress, self.diagnostics = encoder, text_embeddings, progress, diagnostics
-        self.params = dict(epochs=epochs, lr=lr, alpha=alpha, beta=beta, gamma=gamma, contrast=list(contrast),
+        self.params = dict(epochs=epochs, lr=lr, alpha=alpha, beta=beta, gamma=gamma, contrast=contrast if others else list(contrast),
                            space=space, batch_size=batch_size, lr_proj=lr_proj, cluster_on=cluster_on, n_init=n_init,
                            text_path=text_path, seed=seed, threads=threads)
         for k, v in self.params.items(): setattr(self, k, v)
@@ -235,10 +255,11 @@ def _fit_features_map(self: MultiMaP, feats, template: str, words: Sequence[str]
                       dataset: str = '', concept: str = '', word_source: str = 'user') -> ClusterResult:
     "Multi-MaP on precomputed frozen features `(N, feature_dim)`; `concept` is also the concept word (alpha term)."
     t0 = time.perf_counter()
-    feats = check_features(self.encoder, feats)
+    if self.contrast == 'others':
+        raise ValueError("contrast='others' means the task's other concepts: call fit_task(Task(..., concepts=[...])) "
+                         "(run_method does), or pass contrast=[...] the concept words themselves")
+    feats, k, true = fit_inputs(self.encoder, feats, k, true_labels)
     N = len(feats)
-    k = check_k(k, N)
-    true = _true(true_labels, N)
     with seeded(self.seed, self.threads, feats.device) as gen:
         nthreads = torch.get_num_threads()
         st = self.prepare(feats, template, words, concept)
@@ -293,3 +314,17 @@ def _fit_features_map(self: MultiMaP, feats, template: str, words: Sequence[str]
     return res
 
 MultiMaP.fit_features = _fit_features_map
+
+def _fit_task_map(self: MultiMaP, t: Task) -> ClusterResult:
+    """The protocol's call (chapter 01a). With `contrast='others'` Multi-MaP reads one more thing from the task: its
+    contrastive concepts are the collection's other concepts (`t.concepts`), with gamma 0.2 unless given; a
+    collection with one concept has none and runs with gamma 0. The row says where the contrast came from."""
+    if self.contrast != 'others': return TaskMethod.fit_task(self, t)
+    others = [c for c in t.concepts if c != t.concept]
+    res = TaskMethod.fit_task(MultiMaP(self.encoder, **{**self._options, 'contrast': others,
+                                                         'gamma': self.gamma if others else 0.0}), t)
+    res.params['contrast_from'] = ("the dataset's other concepts" if others else
+                                   f"none: {t.dataset!r} has no concept besides {t.concept!r}")
+    return res
+
+MultiMaP.fit_task = _fit_task_map

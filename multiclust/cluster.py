@@ -16,7 +16,7 @@ import torch
 from .data import IMAGE_EXTS, Dataset, DataError, cache_root, extract_features
 from .clip import (open_image, ImageDecodeError, load_encoder, PromptError, resolve_device, OFFLINE_CAN_SEE,
                              add_encoder_arg)
-from .core import ClusterResult, check_k, check_features, kmeans, default_template
+from .core import ClusterResult, Task, check_k, check_features, kmeans, default_template
 from .files import atomic_write_text, atomic_write_file
 from .report import OutputFolder
 
@@ -136,24 +136,13 @@ def _clustered(res: ClusterResult, name: str) -> np.ndarray | None:
 
 def _run(name: str, encoder, feats, template, words: list[str], word_source: str, k: int, seed: int, quick: bool,
          dataset: str, concept: str, overrides: dict, progress: bool = False) -> ClusterResult:
-    "Method `name` of `METHODS` on unlabelled features (the registry's runner and budgets, no truth)."
-    from multiclust.methods import METHODS, Task
-    if name not in METHODS: raise ValueError(f"unknown method {name!r}; METHODS: {', '.join(METHODS)}")
-    m = METHODS[name]
+    "Method `name` of `METHODS` on unlabelled features: a `Task` without truth, run by `run_task` as `run_method` runs one."
+    from multiclust.methods import method_entry, control_words, run_task
+    m = method_entry(name, overrides)
     if m.oracle or m.words == 'labels': raise ValueError(f"method {name!r} needs the true labels (an oracle); pick another")
-    impl, opts = m.impl(), m.options()
-    bad = [o for o in overrides if o not in opts]
-    if bad: raise ValueError(f"method {name!r}: unknown option(s) {bad}; its options are {opts}")
-    kw = {**m.budgets(quick), **overrides}
-    if 'progress' in opts: kw.setdefault('progress', progress)     # a full-mode fit takes minutes: show it
-    ws, n_base = (list(words), None) if m.words != 'none' else ([], None)
-    if m.words == 'random':
-        from multiclust.refwords import random_nouns
-        ws, word_source = random_nouns(len(words), seed), 'random-nouns (control)'
-    res = m.run(impl, Task(encoder, feats, template, ws, word_source, k, None, dataset, concept, [concept], seed, kw, n_base))
-    res.method, res.dataset, res.concept, res.seed = name, dataset, concept, seed
-    res.params = {**res.params, 'registry': name, 'quick': quick, 'overrides': dict(overrides), 'template': template}
-    return res
+    ws, source = ([], 'none') if m.words == 'none' else control_words(m, list(words), word_source, seed)
+    task = Task(feats, template, ws, k, source, None, dataset, concept, [concept])
+    return run_task(name, encoder, task, seed, quick=quick, progress=progress, **overrides)
 
 # %% ../nbs/06_cluster.ipynb #ca126b55
 def word_weights(res: ClusterResult, encoder, feats, template: str, words: list[str], scale: float = 100.0) -> tuple[np.ndarray, str]:

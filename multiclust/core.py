@@ -6,6 +6,7 @@
 from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -14,8 +15,8 @@ from .clip import Encoder, PromptError
 from .metrics import evaluate
 
 # %% auto #0
-__all__ = ['ClusterResult', 'check_k', 'check_features', 'kmeans', 'seeded', 'default_template', 'Task', 'TaskMethod',
-           'fit_inputs']
+__all__ = ['ClusterResult', 'check_k', 'check_features', 'kmeans', 'seeded', 'default_template', 'prompt_word', 'fill_template',
+           'Task', 'TaskMethod', 'fit_inputs']
 
 # %% ../nbs/01a_core.ipynb #1e09ea74
 @dataclass
@@ -110,6 +111,16 @@ def seeded(seed: int, threads: int | None = None, device: str | torch.device | N
 def default_template(concept: str, object_word: str = 'photo') -> str:
     "The paper's prompt pattern: 'a {object} with the {concept} of *' (e.g. 'a car with the color of *')."
     return f"a {object_word} with the {concept} of *"
+
+def prompt_word(w: str) -> str:
+    "A label or reference word as it goes into a prompt: underscores become spaces ('no_glasses' -> 'no glasses')."
+    if not isinstance(w, str) or not w.replace('_', ' ').strip():
+        raise PromptError(f"word {w!r} is empty; every word must be a non-empty string")
+    return ' '.join(w.replace('_', ' ').split())
+
+def fill_template(template: str, words: Sequence[str]) -> list[str]:
+    "The prompt of each word: `template` with its `*` replaced by the word as it goes into a prompt (`prompt_word`)."
+    return [template.replace('*', prompt_word(w)) for w in words]
 
 
 # %% ../nbs/01a_core.ipynb #2db4bd11

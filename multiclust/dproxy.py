@@ -13,8 +13,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .clip import Encoder, PromptError
-from .proxy import NonFiniteLoss, alignment_loss, batches, check_template
-from .core import ClusterResult, check_k, check_features, kmeans, _metrics, seeded
+from .proxy import NonFiniteLoss, alignment_loss, batches, check_template, prompt_embeddings
+from .core import ClusterResult, Task, TaskMethod, fit_inputs, check_k, check_features, kmeans, _metrics, seeded
 from .data import resolve_task
 from .diagnostics import (MIN_GAIN, epoch_diagnostics, diagnostic_subset,   # MIN_GAIN: the same threshold as Multi-Sub's
                                     relative_alignment_loss)
@@ -23,7 +23,7 @@ from .diagnostics import (MIN_GAIN, epoch_diagnostics, diagnostic_subset,   # MI
 __all__ = ['ALIGN', 'USER_INTEREST', 'CONCEPT_ON', 'WEIGHTS', 'candidate_embeddings', 'CandidateProxies', 'CrossAttention',
            'GatedCrossModalFusion', 'alpha_schedule', 'beta_schedule', 'user_interest_loss', 'concept_contrastive_loss',
            'nearest_word_loss', 'dproxy_loss', 'candidate_budget', 'score_candidates', 'prune_candidates',
-           'proxy_shift', 'DProxyModel', 'MultiDProxy', 'fit_dproxy_features']
+           'proxy_shift', 'DProxyModel', 'MultiDProxy']
 
 # %% ../nbs/04_dynamic_proxies.ipynb #b235179f
 def _check_words(words) -> list[str]:
@@ -39,13 +39,10 @@ def _check_words(words) -> list[str]:
     return words
 
 @torch.no_grad()
-def candidate_embeddings(encoder: Encoder, template: str, words: Sequence[str], batch_size: int = 64) -> torch.Tensor:
-    "Normalised text embeddings $c_k$ `(n, embed_dim)` of `template` with each candidate word at `*` (frozen text tower)."
+def candidate_embeddings(encoder: Encoder, template: str, words: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+    "Normalised text embeddings $c_k$ `(n, embed_dim)` of the checked candidate list: chapter 02's `prompt_embeddings`, in float32."
     check_template(encoder, template)
-    words = _check_words(words)
-    prompts = [template.replace('*', w) for w in words]
-    C = torch.cat([encoder.encode_text(prompts[i:i + batch_size]) for i in range(0, len(prompts), batch_size)])
-    return F.normalize(C.detach().float(), dim=-1)
+    return prompt_embeddings(encoder, template, _check_words(words), batch_size).float()
 
 class CandidateProxies(nn.Module):
     "Per-image queries $w'_i$ -> attention $\\alpha_i$ over the active candidates -> proxies $w_i=\\sum_k\\alpha_{ik}c_k$."
@@ -262,7 +259,7 @@ class DProxyModel(nn.Module):
         outs = [self(torch.arange(i, min(i + batch_size, n), device=self.v0.device)) for i in range(0, n, batch_size)]
         return {k: torch.cat([o[k] for o in outs]) for k in ('f', 'w', 'a', 'lam', 'v')}
 
-class MultiDProxy:
+class MultiDProxy(TaskMethod):
     "Multi-DProxy (Xu et al. 2025): dynamic candidate proxies, gated cross-modal fusion, dual constraints."
     method = 'multi-dproxy'
     def __init__(self, encoder: Encoder, *, epochs: int = 30, prune_every: int = 5, M: int | None = None,
@@ -347,9 +344,8 @@ def _fit_features(self: MultiDProxy, feats, template: str, candidates: Sequence[
         return self._select_fit(feats, template, candidates, k, true_labels, dataset, concept, word_source, M)
     t0 = time.perf_counter()
     enc = self.encoder
-    feats = check_features(enc, feats)
+    feats, k, true = fit_inputs(enc, feats, k, true_labels)
     N = len(feats)
-    k = check_k(k, N)
     check_template(enc, template)
     words = _check_words(candidates)
     if len(words) < k:
@@ -372,8 +368,6 @@ def _fit_features(self: MultiDProxy, feats, template: str, candidates: Sequence[
         final = M
     capped = self.dynamic and self.start == 'budget' and n0 < M * 2 ** rounds
     n_given, words = len(words), words[:n0]
-    true = None if true_labels is None else np.asarray(true_labels)
-    if true is not None and len(true) != N: raise ValueError(f"true_labels has {len(true)} entries for {N} images")
     dev = enc.device                                     # the device rule: where the encoder's parameters are
     with seeded(self.seed, self.threads, dev) as gen:    # batch order: CPU indices, the same on every device
         nthreads = torch.get_num_threads()
@@ -545,9 +539,10 @@ def _fit(self: MultiDProxy, dataset, concept: str, k: int | None = None, candida
 
 MultiDProxy.fit = _fit
 
-def fit_dproxy_features(features, encoder: Encoder, template: str, candidates: Sequence[str], k: int, seed: int = 0,
-                        true_labels=None, dataset: str = '', concept: str = '', word_source: str = 'user',
-                        M: int | None = None, **kw) -> ClusterResult:
-    "One call: `MultiDProxy(encoder, seed=seed, **kw).fit_features(...)` -> `ClusterResult` (for tables and scripts)."
-    return MultiDProxy(encoder, seed=seed, **kw).fit_features(features, template, candidates, k, true_labels, dataset,
-                                                              concept, word_source, M=M)
+def _fit_task_dproxy(self: MultiDProxy, t: Task) -> ClusterResult:
+    """The protocol's call (chapter 01a). Multi-DProxy reads one more thing from the task: when `t.words` is the
+    longer candidate list (`t.n_base` set) and `M` is not, it ends with the base list's length (at least K), as `fit` does."""
+    M = None if self.M is not None or t.n_base is None else max(t.k, min(t.n_base, len(t.words)))
+    return self.fit_features(t.feats, t.template, t.words, t.k, t.true, t.dataset, t.concept, t.word_source, M=M)
+
+MultiDProxy.fit_task = _fit_task_dproxy

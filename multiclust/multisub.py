@@ -16,7 +16,7 @@ from .proxy import (Proxies, NonFiniteLoss, reference_embeddings, check_template
 from .losses import pseudo_labels, joint_embedding, phase2_epoch, INTRA
 from .diagnostics import (MIN_GAIN, spread, effective_rank, relative_alignment_loss, epoch_diagnostics,
                                     diagnostic_subset)
-from .core import ClusterResult, check_k, check_features, kmeans, _metrics, seeded, _threads, _rng_devices
+from .core import ClusterResult, TaskMethod, check_k, check_features, kmeans, _metrics, seeded, _threads, _rng_devices
 from .data import resolve_task
 
 # %% auto #0
@@ -78,7 +78,7 @@ def rung_survivors(rung: dict, lrs: Sequence[float], scores: Sequence[float]) ->
         return [i for i in range(len(lrs)) if lrs[i] in top]
     return sorted(i for lr in dict.fromkeys(lrs) for i in [j for j in order if lrs[j] == lr][:rung['keep_per_lr']])
 
-class MultiSub:
+class MultiSub(TaskMethod):
     "Multi-Sub (Yao, Qian & Hu 2024): subspace proxy learning (Phase I) alternating with the clustering loss (Phase II)."
     method = 'multi-sub'
     def __init__(self, encoder: Encoder, *, rounds: int = 3, phase1_epochs: int = 3, phase2_epochs: int = 3,

@@ -11,12 +11,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .clip import Encoder, OpenCLIPEncoder, PromptError
-from .core import check_features
+from .core import check_features, prompt_word, fill_template
 
 # %% auto #0
 __all__ = ['TEXT_PATHS', 'reference_embeddings', 'check_template', 'Proxies', 'TextPath', 'TruncatedTextPath',
            'prefix_cache_supported', 'PrefixCachedTextPath', 'make_text_path', 'compare_paths', 'alignment_loss',
-           'NonFiniteLoss', 'check_step', 'batches', 'phase1_epoch', 'RowAdagrad', 'prompt_word', 'image_embeddings',
+           'NonFiniteLoss', 'check_step', 'batches', 'phase1_epoch', 'RowAdagrad', 'image_embeddings',
            'prompt_embeddings']
 
 # %% ../nbs/02_subspace_proxy.ipynb #62866943
@@ -292,12 +292,6 @@ class RowAdagrad:
         self.param[idx], st['sum'][idx] = p, s
 
 # %% ../nbs/02_subspace_proxy.ipynb #f82b6414
-def prompt_word(w: str) -> str:
-    "A label or reference word as it goes into a prompt: underscores become spaces ('no_glasses' -> 'no glasses')."
-    if not isinstance(w, str) or not w.replace('_', ' ').strip():
-        raise PromptError(f"word {w!r} is empty; every word must be a non-empty string")
-    return ' '.join(w.replace('_', ' ').split())
-
 @torch.no_grad()
 def image_embeddings(encoder: Encoder, feats) -> torch.Tensor:
     "$v_i$: the encoder's projection of the frozen features, L2-normalised, `(N, embed_dim)`."
@@ -309,6 +303,6 @@ def prompt_embeddings(encoder: Encoder, template: str, words: Sequence[str], bat
     check_template(encoder, template)
     if isinstance(words, str) or len(words) == 0:
         raise PromptError(f"need a non-empty list of words for the prompt {template!r}, got {words!r}")
-    ps = [template.replace('*', prompt_word(w)) for w in words]
+    ps = fill_template(template, words)
     return F.normalize(torch.cat([encoder.encode_text(ps[i:i + batch_size]) for i in range(0, len(ps), batch_size)]), dim=-1)
 

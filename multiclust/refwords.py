@@ -47,11 +47,11 @@ _log = logging.getLogger(__name__)
 _WORD_RE = re.compile(r"[a-z0-9][a-z0-9'\-]*(?: [a-z0-9][a-z0-9'\-]*){0,3}")
 
 def normalise_word(w) -> str:
-    "Lowercase, strip, collapse whitespace, underscores to spaces, drop surrounding quotes/trailing punctuation."
+    "A word from an LLM or a user: lowercase, surrounding quotes and trailing punctuation dropped, then `prompt_word` (chapter 01a); '' if nothing is left."
     if not isinstance(w, str): raise TypeError(f"reference word must be a string, got {type(w).__name__}: {w!r}")
-    w = w.replace("_", " ").strip().lower()
-    w = w.strip("\"'`“”‘’ ").rstrip(".,;:!?").strip()
-    return re.sub(r"\s+", " ", w)
+    from multiclust.core import prompt_word      # here, not at the top: this module loads without torch
+    w = w.replace("_", " ").strip().lower().strip("\"'`“”‘’ ").rstrip(".,;:!?").strip()
+    return prompt_word(w) if w else ""
 
 def default_word_check(w: str) -> bool:
     "Default tokenize check: a non-empty alphabetic-ish phrase (<= 4 words, <= 40 chars, at least one letter)."

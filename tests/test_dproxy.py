@@ -10,8 +10,8 @@ import torch.nn.functional as F
 import multiclust.dproxy as dproxy
 from multiclust.clip import PromptError, tiny_clip
 from multiclust.dproxy import (CandidateProxies, GatedCrossModalFusion, MultiDProxy, candidate_budget,
-                               candidate_embeddings, fit_dproxy_features, prune_candidates, proxy_shift)
-from multiclust.core import ClusterResult
+                               candidate_embeddings, prune_candidates, proxy_shift)
+from multiclust.core import ClusterResult, Task
 from multiclust.multisub import MultiSub
 
 TPL = 'a fruit with the color of *'
@@ -174,11 +174,11 @@ def test_gate_range_and_lambda():
     assert lam.min() >= lo - 1e-6 and lam.max() <= hi + 1e-6
 
 
-def test_determinism_and_one_call_form(enc, planted):
+def test_determinism_and_the_protocol(enc, planted):
     feats, true = planted
     a = _fit(enc, feats, true=true, epochs=4, prune_every=2, M=3, seed=5)
-    b = fit_dproxy_features(feats, enc, TPL, WORDS, 3, seed=5, true_labels=true, M=3, epochs=4, prune_every=2,
-                            batch_size=32, n_init=1, **V1)
+    b = MultiDProxy(enc, seed=5, M=3, epochs=4, prune_every=2, batch_size=32, n_init=1, **V1).fit_task(
+        Task(feats, TPL, WORDS, 3, true=true))
     assert np.array_equal(a.labels, b.labels) and a.history == b.history
     assert np.array_equal(a.embeddings['fused'], b.embeddings['fused'])
 
