@@ -5,6 +5,7 @@
 # %% ../nbs/03a_multisub.ipynb #f0a187dd
 from __future__ import annotations
 import contextlib, copy, math, numbers, time
+from types import SimpleNamespace
 from typing import Sequence
 
 import numpy as np
@@ -16,13 +17,14 @@ from .proxy import (Proxies, NonFiniteLoss, reference_embeddings, check_template
 from .losses import pseudo_labels, joint_embedding, phase2_epoch, INTRA
 from .diagnostics import (MIN_GAIN, spread, effective_rank, relative_alignment_loss, epoch_diagnostics,
                                     diagnostic_subset)
-from .core import ClusterResult, TaskMethod, check_k, check_features, kmeans, _metrics, seeded, _threads, _rng_devices
+from .core import (ClusterResult, TaskMethod, fit_inputs, kmeans, _metrics, seeded, _threads,
+                             _rng_devices)
 from .data import resolve_task
 
 # %% auto #0
 __all__ = ['PAPER_GRID', 'FINAL', 'BASES', 'SELECT', 'HALVING', 'KEEPS', 'COLLAPSE_SPREAD', 'SUBSPACE_CLUSTERINGS',
-           'EXTEND_NEIGHBOURS', 'EXTENSION', 'TRAIN_SUBSET', 'PROTOCOL', 'rung_survivors', 'MultiSub',
-           'balanced_embedding', 'text_trust', 'trust_embedding', 'is_collapsed', 'cluster_embedding',
+           'EXTEND_NEIGHBOURS', 'EXTENSION', 'TRAIN_SUBSET', 'PROTOCOL', 'rung_survivors', 'check_multisub_options',
+           'MultiSub', 'balanced_embedding', 'text_trust', 'trust_embedding', 'is_collapsed', 'cluster_embedding',
            'subspace_clusterings', 'basis_embeddings', 'DirectPath', 'extend_proxies', 'choose_candidate',
            'selection_subset', 'candidate_configs']
 
@@ -78,6 +80,43 @@ def rung_survivors(rung: dict, lrs: Sequence[float], scores: Sequence[float]) ->
         return [i for i in range(len(lrs)) if lrs[i] in top]
     return sorted(i for lr in dict.fromkeys(lrs) for i in [j for j in order if lrs[j] == lr][:rung['keep_per_lr']])
 
+# %% ../nbs/03a_multisub.ipynb #1325adda
+def check_multisub_options(**options) -> dict:
+    '''Every rule `MultiSub`'s options (its keywords but `encoder`, `text_embeddings`, `eval_rounds`, `progress`,
+    `diagnostics`) must meet: a `ValueError` naming the first one broken, else the options with `halving` and
+    `grid` normalised (tuples), in the order given. These are `MultiSub.params`.'''
+    o = SimpleNamespace(**options)
+    if o.rounds < 1 or o.phase1_epochs < 0 or o.phase2_epochs < 0:
+        raise ValueError(f"need rounds >= 1 and epochs >= 0, got rounds={o.rounds}, phase1_epochs={o.phase1_epochs}, "
+                         f"phase2_epochs={o.phase2_epochs}")
+    if o.cluster_on not in MultiSub.CLUSTER_ON:
+        raise ValueError(f"cluster_on must be one of {list(MultiSub.CLUSTER_ON)}, got {o.cluster_on!r}")
+    if o.select is not None and o.select not in SELECT:
+        raise ValueError(f"select must be None or one of {list(SELECT)}, got {o.select!r}")
+    halving = _check_halving(o.halving)
+    if o.basis not in BASES: raise ValueError(f"basis must be one of {list(BASES)}, got {o.basis!r}")
+    if o.intra not in INTRA: raise ValueError(f"intra must be one of {list(INTRA)}, got {o.intra!r}")
+    if o.final not in FINAL: raise ValueError(f"final must be one of {list(FINAL)}, got {o.final!r}")
+    if o.final == 'trust' and not o.balance:     # trust_embedding weighs parts of equal variance: it always balances
+        raise ValueError("final='trust' weighs balanced parts (each scaled to the same variance first); balance=False "
+                         "applies to final='balanced' only")
+    if not o.proj_anchor >= 0: raise ValueError(f"proj_anchor must be >= 0, got {o.proj_anchor}")
+    for name in ('train_subset', 'select_subset'):
+        v = options[name]
+        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 2):
+            raise ValueError(f"{name} must be None (every image) or an integer >= 2, got {v!r}")
+    if not 0 <= o.tol < 1: raise ValueError(f"tol must be in [0, 1) (a fraction of the images), got {o.tol}")
+    if o.patience is not None and (isinstance(o.patience, bool) or not isinstance(o.patience, int) or o.patience < 1):
+        raise ValueError(f"patience must be None or an integer >= 1, got {o.patience!r}")
+    grid = {k: tuple(v) for k, v in (PAPER_GRID if o.grid is None else o.grid).items()}
+    if o.select and (set(grid) - {'lr', 'weight_decay'} or not all(len(v) for v in grid.values())):
+        raise ValueError(f"grid must map 'lr' and/or 'weight_decay' to non-empty lists, got {grid}")
+    _rowwise(o.sparse_proxies, o.optimizer, o.weight_decay, o.lr_latent)
+    return {**options, 'halving': halving, 'grid': grid}
+
+# %% ../nbs/03a_multisub.ipynb #8881a4fa
+_REPORTS = ('text_embeddings', 'eval_rounds', 'progress', 'diagnostics')   # what a fit reports, not what it trains
+
 class MultiSub(TaskMethod):
     "Multi-Sub (Yao, Qian & Hu 2024): subspace proxy learning (Phase I) alternating with the clustering loss (Phase II)."
     method = 'multi-sub'
@@ -91,47 +130,16 @@ class MultiSub(TaskMethod):
                  keep_best: bool = False, select: str | None = None, grid: dict | None = None, halving=HALVING,
                  proj_lr_scale: float = 1e-2, select_subset: int | None = None, diagnostics: bool = True,
                  basis: str = 'token', intra: str = 'squared', train_subset: int | None = None, final: str = 'balanced'):
-        if rounds < 1 or phase1_epochs < 0 or phase2_epochs < 0:
-            raise ValueError(f"need rounds >= 1 and epochs >= 0, got rounds={rounds}, phase1_epochs={phase1_epochs}, "
-                             f"phase2_epochs={phase2_epochs}")
-        if cluster_on not in self.CLUSTER_ON:
-            raise ValueError(f"cluster_on must be one of {list(self.CLUSTER_ON)}, got {cluster_on!r}")
-        if select is not None and select not in SELECT:
-            raise ValueError(f"select must be None or one of {list(SELECT)}, got {select!r}")
-        halving = _check_halving(halving)
-        if basis not in BASES: raise ValueError(f"basis must be one of {list(BASES)}, got {basis!r}")
-        if intra not in INTRA: raise ValueError(f"intra must be one of {list(INTRA)}, got {intra!r}")
-        if final not in FINAL: raise ValueError(f"final must be one of {list(FINAL)}, got {final!r}")
-        if final == 'trust' and not balance:     # trust_embedding weighs parts of equal variance: it always balances
-            raise ValueError("final='trust' weighs balanced parts (each scaled to the same variance first); balance=False "
-                             "applies to final='balanced' only")
-        if not proj_anchor >= 0: raise ValueError(f"proj_anchor must be >= 0, got {proj_anchor}")
-        for name, v in (('train_subset', train_subset), ('select_subset', select_subset)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 2):
-                raise ValueError(f"{name} must be None (every image) or an integer >= 2, got {v!r}")
-        if not 0 <= tol < 1: raise ValueError(f"tol must be in [0, 1) (a fraction of the images), got {tol}")
-        if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
-            raise ValueError(f"patience must be None or an integer >= 1, got {patience!r}")
-        grid = {k: tuple(v) for k, v in (PAPER_GRID if grid is None else grid).items()}
-        if select and (set(grid) - {'lr', 'weight_decay'} or not all(len(v) for v in grid.values())):
-            raise ValueError(f"grid must map 'lr' and/or 'weight_decay' to non-empty lists, got {grid}")
-        _rowwise(sparse_proxies, optimizer, weight_decay, lr_latent)
+        options = dict(locals())                             # the keywords, in the signature's order
+        del options['self'], options['encoder']
         self.encoder = encoder
-        self.params = dict(rounds=rounds, phase1_epochs=phase1_epochs, phase2_epochs=phase2_epochs, lr_latent=lr_latent,
-                           lr_proj1=lr_proj1, lr_proj2=lr_proj2, weight_decay=weight_decay, optimizer=optimizer,
-                           batch_size=batch_size, lam=lam, margin=margin, latent=latent, init_std=init_std,
-                           cluster_on=cluster_on, n_init=n_init, text_path=text_path, seed=seed, threads=threads,
-                           sparse_proxies=sparse_proxies, proj_anchor=proj_anchor, balance=balance, patience=patience,
-                           tol=tol, keep_best=keep_best, select=select, grid=grid, halving=halving, proj_lr_scale=proj_lr_scale,
-                           select_subset=select_subset, basis=basis, intra=intra, train_subset=train_subset, final=final)
-        self.text_embeddings, self.eval_rounds, self.progress = text_embeddings, eval_rounds, progress
-        self.diagnostics = diagnostics
+        for n in _REPORTS: setattr(self, n, options.pop(n))
+        self.params = check_multisub_options(**options)
         for k, v in self.params.items(): setattr(self, k, v)
 
     CLUSTER_ON = {'token+image': ('proxy_token', 'image'), 'prompt+image': ('prompt_text', 'image'),
                   'text+image': ('proxy_text', 'image'), 'image': ('image',), 'token': ('proxy_token',),
                   'text': ('proxy_text',), 'prompt': ('prompt_text',)}
-
 
 # %% ../nbs/03a_multisub.ipynb #3ea68965
 import torch.nn.functional as F
@@ -233,6 +241,9 @@ def _diagnose(px, proj, feats, theta0, y, prev_y, sub) -> dict:
     return epoch_diagnostics({'image': proj(feats[sub]), 'token': px(sub)}, y, prev_y, weights=px.weights(),
                              drifts={'proj_dist': (list(proj.parameters()), theta0)})
 
+MultiSub._cluster_embedding, MultiSub._proxy_embeddings = _cluster_embedding, _proxy_embeddings
+
+# %% ../nbs/03a_multisub.ipynb #dd3ef653
 class _Run:
     '''One Multi-Sub fit that can pause: its training is a generator (`_fit_steps`) that yields after every Phase I
     epoch and at the end of every round, so a selection can advance many candidates side by side and drop the weak
@@ -245,25 +256,24 @@ class _Run:
                  dataset: str = '', concept: str = '', word_source: str = 'user'):
         t0 = time.perf_counter()
         self.ms, self.template = ms, template
-        self.all_feats = check_features(ms.encoder, feats)     # every image: the result clusters all of them
+        # every image: the result clusters all of them, and K and the truth are checked against all of them
+        self.all_feats, self.k, self.true = fit_inputs(ms.encoder, feats, k, true_labels)
         self.n_all = len(self.all_feats)
-        self.k = check_k(k, self.n_all)
         self.train_idx = selection_subset(self.n_all, ms.seed, ms.train_subset)    # None: train on every image
         self.feats = self.all_feats if self.train_idx is None else self.all_feats[self.train_idx.to(self.all_feats.device)]
         self.N = len(self.feats)                                # the images training sees
         if self.N < self.k:
             raise ValueError(f"train_subset={ms.train_subset} is smaller than K={self.k}: train on at least K images")
         self.words = list(words) if not isinstance(words, str) else words
-        self._set(true_labels, dataset, concept, word_source)
+        self.names = (dataset, concept, word_source)
         self.labels, self.text_embeddings = True, ms.text_embeddings
         self.info, self.done, self.result, self.phase1_epochs_run, self._rng = {}, False, None, 0, None
         self._steps = _fit_steps(ms, self)
         self.busy_s = time.perf_counter() - t0                  # this run's own time (runs may be interleaved)
 
-    def _set(self, true_labels, dataset, concept, word_source):
-        true = None if true_labels is None else np.asarray(true_labels)
-        if true is not None and len(true) != self.n_all: raise ValueError(f"true_labels has {len(true)} entries for {self.n_all} images")
-        self.true, self.names = true, (dataset, concept, word_source)
+    def _rename(self, true_labels, dataset, concept, word_source):
+        self.true = fit_inputs(self.ms.encoder, self.all_feats, self.k, true_labels)[2]    # against every image
+        self.names = (dataset, concept, word_source)
 
     @contextlib.contextmanager
     def _block(self):
@@ -291,12 +301,26 @@ class _Run:
                 if until is not None and until(info): break
         return self.info
 
+    def interim(self) -> float:
+        "The score the fit would end with if it stopped now (with `keep_best`: the lowest relative loss so far)."
+        return min(self.best[0], self.pbest[0]) if self.ms.keep_best else _relative(self)
+
+    def interim_collapsed(self) -> str:
+        "`is_collapsed` of the state `interim` scores."
+        b = (min([b for b in (self.best, self.pbest) if b[1] is not None], key=lambda b: b[0], default=None)
+             if self.ms.keep_best else None)
+        sub, B = self.feats[self.sub], self.B
+        with torch.no_grad():
+            W_, V_ = (self.px(), self.proj(sub)) if b is None else (
+                self.px.from_latent(b[1][0]), torch.func.functional_call(self.proj, b[1][1], (sub,)))
+            return is_collapsed(int(len(pseudo_labels(W_, B).unique())), spread(V_), self.spread0)
+
     def finish(self, labels: bool = True, text_embeddings: bool | None = None, **names) -> ClusterResult:
         "The `ClusterResult` (training to the end first); `names`: a new `true_labels`, `dataset`, `concept`, `word_source`."
         self.advance()
         if names:
             cur = dict(true_labels=self.true, dataset=self.names[0], concept=self.names[1], word_source=self.names[2])
-            self._set(**{**cur, **names})
+            self._rename(**{**cur, **names})
         self.labels = labels
         if text_embeddings is not None: self.text_embeddings = text_embeddings
         with self._block():
@@ -311,178 +335,230 @@ def _fit_features(self: MultiSub, feats, template: str, words: Sequence[str], k:
         return self._select_fit(feats, template, words, k, true_labels, dataset, concept, word_source)
     return _Run(self, feats, template, words, k, true_labels, dataset, concept, word_source).finish()
 
+MultiSub.fit_features = _fit_features
+
+# %% ../nbs/03a_multisub.ipynb #c80fbd23
+def _setup(run: _Run):
+    "Step 1 (setup): the run's training state, as attributes of `run` (see above); inside the run's seeded block."
+    ms, enc = run.ms, run.ms.encoder
+    run.gen = torch.Generator().manual_seed(ms.seed)          # `seeded`'s generator (the RNG is seeded by `_Run`)
+    run.Z = reference_embeddings(enc, run.words)
+    check_template(enc, run.template)
+    run.tables = ({} if ms.basis == 'token' else
+                  {b: basis_embeddings(enc, run.template, run.words, b) for b in ('text', 'prompt')})
+    run.B = run.Z if ms.basis == 'token' else run.tables[ms.basis]    # the subspace's basis: pseudo-labels live on it
+    run.path = make_text_path(enc, run.template, ms.text_path) if ms.basis == 'token' else DirectPath(ms.basis)
+    run.proj = proj = copy.deepcopy(enc.image_projection).train()     # per-fit copy: the shared encoder never changes
+    for p in proj.parameters(): p.requires_grad_(True)
+    run.theta0 = [p.detach().clone() for p in proj.parameters()]
+    if ms.proj_anchor > 0:                                    # weight decay towards the pretrained projection
+        for p, q in zip(proj.parameters(), run.theta0):
+            p.register_hook(lambda g, p=p, q=q: g + ms.proj_anchor * (p.detach() - q))
+    run.wd_proj = 0.0 if ms.proj_anchor > 0 else ms.weight_decay
+    run.sub = diagnostic_subset(run.N, ms.seed)               # the rows the diagnostics and the spread read
+    with torch.no_grad(): run.spread0 = spread(proj(run.feats[run.sub]))
+    run.px = Proxies(run.B, run.N, latent=ms.latent, init_std=ms.init_std, generator=run.gen)
+    run.rowwise = _rowwise(ms.sparse_proxies, ms.optimizer, ms.weight_decay, ms.lr_latent)
+    run.hist, run.status, run.message, run.prev = [], 'ok', '', None
+    run.true_trained = run.true if run.true is None or run.train_idx is None else run.true[run.train_idx.numpy()]
+    # ^ eval_rounds / diagnostics read it (the training images' own labels): reports, never decisions
+    run.best, run.pbest, run.round, run.epoch = [math.inf, None], [math.inf, None, None], 0, 0
+
+def _snap(run: _Run) -> tuple:
+    "The trained state: the latent factors and the projection's weights (copies)."
+    return run.px.p.detach().clone(), copy.deepcopy(run.proj.state_dict())
+
+def _restore(run: _Run, s: tuple):
+    with torch.no_grad(): run.px.p.copy_(s[0])
+    run.proj.load_state_dict(s[1])
+
+@torch.no_grad()
+def _relative(run: _Run) -> float:
+    "The label-free score of the current state: the relative alignment loss of the training images and their prompts."
+    return relative_alignment_loss(run.proj(run.feats), _embed_all(run.path, run.px(), run.ms.batch_size))
+
+def _score_state(run: _Run, h: dict, rel: float | None = None, state: tuple | None = None):
+    "Score the current state (or `state`, scored `rel`) into history row `h`; with `keep_best`, keep it if it is the best so far."
+    ms = run.ms
+    if not (ms.keep_best or ms.diagnostics): return
+    rel = _relative(run) if rel is None else rel
+    h['relative_loss'] = rel
+    if ms.keep_best and rel < run.best[0]: run.best[:] = [rel, _snap(run) if state is None else state]
+
+def _epoch_labels(run: _Run, h: dict, prev_y) -> torch.Tensor:
+    "The pseudo-labels after an epoch; with `diagnostics`, the epoch's diagnostics into history row `h`."
+    with torch.no_grad(): y = pseudo_labels(run.px(), run.B)
+    if run.ms.diagnostics:
+        h.update(_diagnose(run.px, run.proj, run.feats, run.theta0, y, prev_y, run.sub))
+        if run.true_trained is not None: h['pseudo_nmi'] = _metrics(run.true_trained, y.cpu().numpy())['nmi']   # a diagnostic only
+    return y
+
+# %% ../nbs/03a_multisub.ipynb #33c3ae89
+def _phase1_step(run: _Run, r: int, epoch: int, opt, rows, conv: SimpleNamespace) -> bool:
+    '''Phase I's epoch `epoch` of round `r` (eq. 5) and its bookkeeping; `conv` carries the stopping signals between
+    epochs (the last pseudo-labels `y`, epochs `still` settled, epochs `stale` without a gain). True: Phase I stops.'''
+    ms, s = run.ms, _snap(run)
+    try: loss = phase1_epoch(run.px, run.proj, run.feats, run.path, opt, ms.batch_size, run.gen, rows=rows)
+    except NonFiniteLoss: _restore(run, s); raise
+    run.hist.append(h := dict(round=r, phase='I', epoch=epoch, loss=loss))
+    if ms.patience is None:
+        if ms.diagnostics: _epoch_labels(run, h, conv.y)
+        return False
+    y = _epoch_labels(run, h, conv.y)
+    conv.still = conv.still + 1 if conv.y is not None and int((y != conv.y).sum()) <= ms.tol * run.N else 0
+    conv.y = y
+    h['relative_loss'] = rel = _relative(run)                # Phase I's own stopping signal
+    if rel < run.pbest[0] * (1 - MIN_GAIN): run.pbest[:] = [rel, _snap(run), epoch]; conv.stale = 0
+    else: conv.stale += 1
+    return conv.still >= ms.patience or conv.stale >= ms.patience    # settled, or no longer improving
+
+def _phase1(run: _Run, r: int):
+    "Round `r`'s Phase I as a generator: its optimiser, then its epochs, pausing the run after each one."
+    ms = run.ms
+    opt = _optimizer(ms.optimizer, [{'params': [run.px.p], 'lr': ms.lr_latent},
+                                    {'params': run.proj.parameters(), 'lr': ms.lr_proj1, 'weight_decay': run.wd_proj}],
+                     ms.weight_decay)
+    rows = RowAdagrad(opt, run.px.p) if run.rowwise else None     # Phase I touches only the batch's latent rows
+    conv, run.pbest = SimpleNamespace(y=run.prev, still=0, stale=0), [math.inf, None, None]
+    for epoch in range(ms.phase1_epochs):
+        run.epoch = epoch
+        stop = _phase1_step(run, r, epoch, opt, rows, conv)
+        yield dict(event='epoch', round=r, epoch=epoch)
+        if stop: break
+
+# %% ../nbs/03a_multisub.ipynb #dc80ff70
+def _keep_phase1_best(run: _Run, r: int):
+    "Round `r`'s Phase I ends at its best epoch (`keep_best`); the state it ends in is scored for the fit's best."
+    pbest, hist = run.pbest, run.hist
+    if pbest[1] is not None and run.ms.keep_best:             # end Phase I at its best epoch
+        if pbest[2] != run.epoch:
+            _restore(run, pbest[1])
+            hist.append(dict(round=r, phase='I', event='best epoch', epoch=pbest[2], relative_loss=pbest[0]))
+        _score_state(run, {}, pbest[0], pbest[1])
+    elif hist and hist[-1].get('phase') == 'I': _score_state(run, hist[-1])
+
+def _round_summary(run: _Run, r: int) -> tuple:
+    "Round `r`'s proxies `W`, pseudo-labels `y` and summary row; the third value: the pseudo-labels have settled."
+    ms = run.ms
+    with torch.no_grad(): W = run.px()
+    y = pseudo_labels(W, run.B)
+    changed = run.N if run.prev is None else int((y != run.prev).sum())
+    summ = dict(round=r, phase='round', changed=changed, n_pseudo_clusters=int(len(y.unique())),
+                phase1_epochs_run=run.epoch + 1 if ms.phase1_epochs else 0)
+    if ms.eval_rounds and run.true_trained is not None:
+        summ.update(_metrics(run.true_trained, y.cpu().numpy(), 'pseudo_'))
+        with torch.no_grad(): E = ms._cluster_embedding({'image': run.proj(run.feats), **ms._proxy_embeddings(
+            run.px, run.path, run.Z, run.tables, ms.CLUSTER_ON[ms.cluster_on])})
+        summ.update(_metrics(run.true_trained, kmeans(E, run.k, ms.seed, ms.n_init)))
+    run.hist.append(summ)
+    return W, y, run.prev is not None and changed <= ms.tol * run.N
+
+# %% ../nbs/03a_multisub.ipynb #9193c290
+def _phase2_step(run: _Run, r: int, epoch: int, opt, W: torch.Tensor, y: torch.Tensor, T2) -> float | None:
+    "Phase II's epoch `epoch` of round `r` (eq. 8) and its history row; with `patience`, the relative loss against the prompts `T2`."
+    ms, s = run.ms, _snap(run)
+    try: loss = phase2_epoch(W, run.proj, run.feats, y, opt, ms.batch_size, run.gen, ms.lam, ms.margin, ms.intra)
+    except NonFiniteLoss: _restore(run, s); raise
+    run.hist.append(h := dict(round=r, phase='II', epoch=epoch, loss=loss))
+    if ms.diagnostics: _epoch_labels(run, h, y)
+    if ms.patience is None: return None
+    with torch.no_grad(): h['relative_loss'] = rel = relative_alignment_loss(run.proj(run.feats), T2)
+    return rel
+
+def _phase2(run: _Run, r: int, W: torch.Tensor, y: torch.Tensor):
+    "Round `r`'s Phase II: its epochs until `patience` epochs bring no gain; the state it ends in is scored for the fit's best."
+    ms = run.ms
+    opt = _optimizer(ms.optimizer, [{'params': run.proj.parameters(), 'lr': ms.lr_proj2, 'weight_decay': run.wd_proj}],
+                     ms.weight_decay)
+    ref, stale = run.pbest[0], 0                              # Phase II stops by the same rule as Phase I
+    T2 = _embed_all(run.path, W, ms.batch_size) if ms.patience is not None and ms.phase2_epochs else None
+    for epoch in range(ms.phase2_epochs):
+        run.epoch = epoch
+        rel = _phase2_step(run, r, epoch, opt, W, y, T2)
+        if rel is None: continue
+        if rel < ref * (1 - MIN_GAIN): ref, stale = rel, 0
+        else: stale += 1
+        if stale >= ms.patience: break                        # no longer improving the label-free score
+    if ms.phase2_epochs: _score_state(run, run.hist[-1], run.hist[-1].get('relative_loss'))
+
+# %% ../nbs/03a_multisub.ipynb #d0081963
+@torch.no_grad()
+def _final_embeddings(run: _Run) -> tuple:
+    '''Every image's embeddings (`emb`, with the one k-means clusters at `cluster_on`), the proxies of all images,
+    the score $\\rho$ and, on the trained images, the pseudo-cluster count and the image spread.'''
+    ms, proj = run.ms, run.proj
+    V = proj(run.all_feats)                                  # every image's image half, once
+    t = None if run.train_idx is None else run.train_idx.to(V.device)
+    Vt = V if t is None else V[t]                             # the trained images' rows
+    pxa = run.px if t is None else extend_proxies(run.px, Vt, V, run.train_idx)
+    W = pxa()
+    need = ('prompt_text',) + (('proxy_text',) if run.text_embeddings or 'text' in ms.cluster_on else ())
+    emb = {**ms._proxy_embeddings(pxa, run.path, run.Z, run.tables, need), 'image': V, 'pseudo_labels': pseudo_labels(W, run.B)}
+    for name, parts in ms.CLUSTER_ON.items():
+        if len(parts) > 1 and all(p in emb for p in parts): emb[name] = joint_embedding(*(emb[p] for p in parts))
+    T_ = emb['prompt_text'] if ms.basis == 'token' else W
+    # what Phase I aligned, on the images it trained on (as the selection's rungs score them)
+    score = relative_alignment_loss(Vt, T_ if t is None else T_[t])
+    if ms.final == 'trust':                                   # the pretrained image embedding joins by trust
+        emb['image0'] = ms.encoder.project(run.all_feats)
+        X = trust_embedding([emb[p] for p in ms.CLUSTER_ON[ms.cluster_on]], emb['image0'], score)
+    else: X = ms._cluster_embedding(emb)
+    emb[ms.cluster_on] = X
+    pl = emb['pseudo_labels'] if t is None else emb['pseudo_labels'][t]
+    return emb, pxa, score, int(len(pl.unique())), spread(Vt[run.sub])
+
+def _final_result(run: _Run) -> ClusterResult:
+    "Step 5: the `ClusterResult` of the run's current state (k-means unless `run.labels` is False); the fit's attributes set."
+    ms, k, true, (dataset, concept, word_source) = run.ms, run.k, run.true, run.names
+    emb, pxa, score, npc, spr = _final_embeddings(run)
+    labels = kmeans(emb[ms.cluster_on], k, ms.seed, ms.n_init) if run.labels else None   # a candidate's labels: nothing reads them
+    emb = {n: v.cpu().numpy() for n, v in emb.items()}          # numpy from here on: back on the CPU
+    res = ClusterResult(ms.method, dataset, concept, k, ms.seed, labels, emb, run.hist, ms.encoder.describe(),
+                        list(run.words), word_source, 0.0, None,
+                        {**ms.params, 'template': run.template, 'text_path_kind': run.path.kind,
+                         'proxy_update': 'rows' if run.rowwise else 'dense', 'n_images': run.n_all, 'n_trained': run.N,
+                         'extension': None if run.train_idx is None else EXTENSION,
+                         'threads_used': torch.get_num_threads(), 'score': score,
+                         'text_trust': text_trust(score) if ms.final == 'trust' else None,
+                         'image_spread': spr, 'pretrained_spread': run.spread0, 'n_pseudo_clusters': npc,
+                         'collapsed': is_collapsed(npc, spr, run.spread0)},
+                        run.status, run.message)
+    if true is not None and labels is not None:
+        res.metrics = {**_metrics(true, labels), **_metrics(true, emb['pseudo_labels'], 'pseudo_'),
+                       'n_pseudo_clusters': npc}
+    ms.proxies_, ms.projection_, ms.result_, ms.history_ = pxa, run.proj, res, run.hist
+    return res
+
+# %% ../nbs/03a_multisub.ipynb #c270883f
 def _fit_steps(self: MultiSub, run: _Run):
     "The body of a fit, as a generator (see `_Run`): after training it yields a `ClusterResult` per `finish`."
-    enc, feats, N, k, words, template = self.encoder, run.feats, run.N, run.k, run.words, run.template
-    gen = torch.Generator().manual_seed(self.seed)              # `seeded`'s generator (the RNG is seeded by `_Run`)
-    Z = reference_embeddings(enc, words)
-    check_template(enc, template)
-    tables = {} if self.basis == 'token' else {b: basis_embeddings(enc, template, words, b) for b in ('text', 'prompt')}
-    B = Z if self.basis == 'token' else tables[self.basis]       # the subspace's basis: pseudo-labels live on it
-    path = make_text_path(enc, template, self.text_path) if self.basis == 'token' else DirectPath(self.basis)
-    proj = copy.deepcopy(enc.image_projection).train()        # per-fit copy: the shared encoder never changes
-    for p in proj.parameters(): p.requires_grad_(True)
-    theta0 = [p.detach().clone() for p in proj.parameters()]
-    if self.proj_anchor > 0:                                  # weight decay towards the pretrained projection
-        for p, q in zip(proj.parameters(), theta0):
-            p.register_hook(lambda g, p=p, q=q: g + self.proj_anchor * (p.detach() - q))
-    wd_proj = 0.0 if self.proj_anchor > 0 else self.weight_decay
-    sub = diagnostic_subset(N, self.seed)                     # the rows the diagnostics and the spread read
-    with torch.no_grad(): spread0 = spread(proj(feats[sub]))
-    px = Proxies(B, N, latent=self.latent, init_std=self.init_std, generator=gen)
-    rowwise = _rowwise(self.sparse_proxies, self.optimizer, self.weight_decay, self.lr_latent)
-    hist, status, message, prev = [], 'ok', '', None
-    true = run.true if run.true is None or run.train_idx is None else run.true[run.train_idx.numpy()]
-    # ^ eval_rounds / diagnostics read it (the training images' own labels): reports, never decisions
-    snap = lambda: (px.p.detach().clone(), copy.deepcopy(proj.state_dict()))
-    def restore(s):
-        with torch.no_grad(): px.p.copy_(s[0])
-        proj.load_state_dict(s[1])
-    best = [math.inf, None]
-    def relative():
-        with torch.no_grad(): return relative_alignment_loss(proj(feats), _embed_all(path, px(), self.batch_size))
-    def score_state(h, rel=None, state=None):                 # the label-free score of the current state
-        if not (self.keep_best or self.diagnostics): return
-        rel = relative() if rel is None else rel
-        h['relative_loss'] = rel
-        if self.keep_best and rel < best[0]: best[:] = [rel, snap() if state is None else state]
-    def after_epoch(h, prev_y):
-        with torch.no_grad(): y = pseudo_labels(px(), B)
-        if self.diagnostics:
-            h.update(_diagnose(px, proj, feats, theta0, y, prev_y, sub))
-            if true is not None: h['pseudo_nmi'] = _metrics(true, y.cpu().numpy())['nmi']   # a diagnostic only
-        return y
-    pbest = [math.inf, None, None]
-    def interim() -> float:                                   # the score the fit would end with if it stopped now
-        return min(best[0], pbest[0]) if self.keep_best else relative()
-    def interim_collapsed() -> str:                           # is_collapsed of the state `interim` scores
-        b = min([b for b in (best, pbest) if b[1] is not None], key=lambda b: b[0], default=None) if self.keep_best else None
-        with torch.no_grad():
-            W_, V_ = (px(), proj(feats[sub])) if b is None else (
-                px.from_latent(b[1][0]), torch.func.functional_call(proj, b[1][1], (feats[sub],)))
-            return is_collapsed(int(len(pseudo_labels(W_, B).unique())), spread(V_), spread0)
-    run.interim, run.interim_collapsed = interim, interim_collapsed
+    _setup(run)
     from tqdm.auto import tqdm
     bar = tqdm(total=self.rounds, desc=f"multi-sub {run.names[0]}/{run.names[1]}", disable=not self.progress, leave=False)
     try:
         for r in range(self.rounds):
-            phase, epoch = 'I', 0
-            opt1 = _optimizer(self.optimizer, [{'params': [px.p], 'lr': self.lr_latent},
-                                               {'params': proj.parameters(), 'lr': self.lr_proj1,
-                                                'weight_decay': wd_proj}], self.weight_decay)
-            rows = RowAdagrad(opt1, px.p) if rowwise else None     # Phase I touches only the batch's latent rows
-            y_ep, still, stale, pbest = prev, 0, 0, [math.inf, None, None]
-            for epoch in range(self.phase1_epochs):
-                s = snap()
-                try: loss = phase1_epoch(px, proj, feats, path, opt1, self.batch_size, gen, rows=rows)
-                except NonFiniteLoss as e: restore(s); raise e
-                hist.append(h := dict(round=r, phase='I', epoch=epoch, loss=loss))
-                if self.patience is None and not self.diagnostics:
-                    yield dict(event='epoch', round=r, epoch=epoch); continue
-                y_new = after_epoch(h, y_ep)
-                if self.patience is None:
-                    yield dict(event='epoch', round=r, epoch=epoch); continue
-                still = still + 1 if y_ep is not None and int((y_new != y_ep).sum()) <= self.tol * N else 0
-                y_ep = y_new
-                h['relative_loss'] = rel = relative()                # Phase I's own stopping signal
-                if rel < pbest[0] * (1 - MIN_GAIN): pbest[:] = [rel, snap(), epoch]; stale = 0
-                else: stale += 1
-                stop = still >= self.patience or stale >= self.patience    # settled, or no longer improving
-                yield dict(event='epoch', round=r, epoch=epoch)
-                if stop: break
-            if pbest[1] is not None and self.keep_best:                  # end Phase I at its best epoch
-                if pbest[2] != epoch:
-                    restore(pbest[1])
-                    hist.append(dict(round=r, phase='I', event='best epoch', epoch=pbest[2], relative_loss=pbest[0]))
-                score_state({}, pbest[0], pbest[1])
-            elif hist and hist[-1].get('phase') == 'I': score_state(hist[-1])
-            with torch.no_grad(): W = px()
-            y = pseudo_labels(W, B)
-            changed = N if prev is None else int((y != prev).sum())
-            summ = dict(round=r, phase='round', changed=changed, n_pseudo_clusters=int(len(y.unique())),
-                        phase1_epochs_run=epoch + 1 if self.phase1_epochs else 0)
-            if self.eval_rounds and true is not None:
-                summ.update(_metrics(true, y.cpu().numpy(), 'pseudo_'))
-                with torch.no_grad(): E = self._cluster_embedding({'image': proj(feats), **self._proxy_embeddings(
-                    px, path, Z, tables, self.CLUSTER_ON[self.cluster_on])})
-                summ.update(_metrics(true, kmeans(E, k, self.seed, self.n_init)))
-            hist.append(summ)
+            run.round, run.epoch = r, 0
+            yield from _phase1(run, r)
+            _keep_phase1_best(run, r)
+            W, y, settled = _round_summary(run, r)
             bar.update(1)
-            if prev is not None and changed <= self.tol * N: break      # the assignment stopped changing
-            prev = y
-            phase = 'II'
-            opt2 = _optimizer(self.optimizer, [{'params': proj.parameters(), 'lr': self.lr_proj2,
-                                                'weight_decay': wd_proj}], self.weight_decay)
-            ref2, stale2 = pbest[0], 0                           # Phase II stops by the same rule as Phase I
-            T2 = _embed_all(path, W, self.batch_size) if self.patience is not None and self.phase2_epochs else None
-            for epoch in range(self.phase2_epochs):
-                s = snap()
-                try: loss = phase2_epoch(W, proj, feats, y, opt2, self.batch_size, gen, self.lam, self.margin,
-                                         self.intra)
-                except NonFiniteLoss as e: restore(s); raise e
-                hist.append(h := dict(round=r, phase='II', epoch=epoch, loss=loss))
-                if self.diagnostics: after_epoch(h, y)
-                if self.patience is None: continue
-                with torch.no_grad(): h['relative_loss'] = rel = relative_alignment_loss(proj(feats), T2)
-                if rel < ref2 * (1 - MIN_GAIN): ref2, stale2 = rel, 0
-                else: stale2 += 1
-                if stale2 >= self.patience: break                 # no longer improving the label-free score
-            if self.phase2_epochs: score_state(hist[-1], hist[-1].get('relative_loss'))
+            if settled: break                                 # the assignment stopped changing
+            run.prev = y
+            _phase2(run, r, W, y)
             if r + 1 < self.rounds: yield dict(event='round', round=r)
     except NonFiniteLoss as e:
-        status = 'nonfinite'
-        message = (f"stopped: {e.what} became {e.value} in round {r}, phase {e.phase}, epoch {epoch} (batch {e.batch}); "
-                   "kept the parameters from the end of the last finished epoch")
-        hist.append(dict(round=r, phase=e.phase, epoch=epoch, batch=e.batch, event='nonfinite', loss=e.value))
+        run.status = 'nonfinite'
+        run.message = (f"stopped: {e.what} became {e.value} in round {run.round}, phase {e.phase}, epoch {run.epoch} "
+                       f"(batch {e.batch}); kept the parameters from the end of the last finished epoch")
+        run.hist.append(dict(round=run.round, phase=e.phase, epoch=run.epoch, batch=e.batch, event='nonfinite', loss=e.value))
     finally: bar.close()
-    yield dict(event='trained', round=r, status=status)    # `_Run.finish` resumes here (and may again)
-    if self.keep_best and best[1] is not None and status == 'ok':
-        restore(best[1])                                       # the state with the lowest relative loss
-        hist.append(dict(phase='best', event='restored', relative_loss=best[0]))
-    while True:                                               # each `finish` makes a result from the same state
-        true, (dataset, concept, word_source) = run.true, run.names
-        with torch.no_grad():
-            V = proj(run.all_feats)                                  # every image's image half, once
-            t = None if run.train_idx is None else run.train_idx.to(V.device)
-            Vt = V if t is None else V[t]                             # the trained images' rows
-            pxa = px if t is None else extend_proxies(px, Vt, V, run.train_idx)
-            W = pxa()
-            need = ('prompt_text',) + (('proxy_text',) if run.text_embeddings or 'text' in self.cluster_on else ())
-            emb = {**self._proxy_embeddings(pxa, path, Z, tables, need), 'image': V, 'pseudo_labels': pseudo_labels(W, B)}
-            for name, parts in self.CLUSTER_ON.items():
-                if len(parts) > 1 and all(p in emb for p in parts): emb[name] = joint_embedding(*(emb[p] for p in parts))
-            T_ = emb['prompt_text'] if self.basis == 'token' else W
-            # what Phase I aligned, on the images it trained on (as the selection's rungs score them)
-            score = relative_alignment_loss(Vt, T_ if t is None else T_[t])
-            if self.final == 'trust':                                 # the pretrained image embedding joins by trust
-                emb['image0'] = enc.project(run.all_feats)
-                X = trust_embedding([emb[p] for p in self.CLUSTER_ON[self.cluster_on]], emb['image0'], score)
-            else: X = self._cluster_embedding(emb)
-            emb[self.cluster_on] = X
-            labels = kmeans(X, k, self.seed, self.n_init) if run.labels else None   # a candidate's labels: nothing reads them
-            pl = emb['pseudo_labels'] if t is None else emb['pseudo_labels'][t]
-            npc, spr = int(len(pl.unique())), spread(Vt[sub])
-        emb = {n: v.cpu().numpy() for n, v in emb.items()}          # numpy from here on: back on the CPU
-        res = ClusterResult(self.method, dataset, concept, k, self.seed, labels, emb, hist, enc.describe(), list(words),
-                            word_source, 0.0, None, {**self.params, 'template': template, 'text_path_kind': path.kind,
-                                                     'proxy_update': 'rows' if rowwise else 'dense',
-                                                     'n_images': run.n_all, 'n_trained': N, 'extension': None if
-                                                     run.train_idx is None else EXTENSION,
-                                                     'threads_used': torch.get_num_threads(), 'score': score,
-                                                     'text_trust': text_trust(score) if self.final == 'trust' else None,
-                                                     'image_spread': spr, 'pretrained_spread': spread0,
-                                                     'n_pseudo_clusters': npc, 'collapsed': is_collapsed(npc, spr, spread0)},
-                            status, message)
-        if true is not None and labels is not None:
-            res.metrics = {**_metrics(true, labels), **_metrics(true, emb['pseudo_labels'], 'pseudo_'),
-                           'n_pseudo_clusters': npc}
-        self.proxies_, self.projection_, self.result_ = pxa, proj, res
-        self.history_ = hist
-        yield res
+    yield dict(event='trained', round=run.round, status=run.status)    # `_Run.finish` resumes here (and may again)
+    if self.keep_best and run.best[1] is not None and run.status == 'ok':
+        _restore(run, run.best[1])                             # the state with the lowest relative loss
+        run.hist.append(dict(phase='best', event='restored', relative_loss=run.best[0]))
+    while True: yield _final_result(run)                      # each `finish` makes a result from the same state
 
-MultiSub.fit_features, MultiSub._cluster_embedding, MultiSub._proxy_embeddings = (_fit_features, _cluster_embedding,
-                                                                                   _proxy_embeddings)
-
+# %% ../nbs/03a_multisub.ipynb #dd143667
 EXTEND_NEIGHBOURS = 10     # a held-out image's proxy: the mean latent of this many nearest trained images
 EXTENSION = (f"train_subset: trained on the seeded subset selection_subset(N, seed, train_subset); every other image's "
              f"latent = the mean latent of its {EXTEND_NEIGHBOURS} nearest trained images by cosine in the learned "
@@ -506,7 +582,6 @@ def extend_proxies(px: Proxies, V_train: torch.Tensor, V_all: torch.Tensor, idx:
     out.p.data[idx] = px.p.detach()
     return out
 
-
 # %% ../nbs/03a_multisub.ipynb #6186669d
 def choose_candidate(candidates: list[dict]) -> dict | None:
     "The candidate (dicts with 'score', 'status', 'collapsed') with the lowest score that finished and did not collapse; None if none did."
@@ -529,6 +604,55 @@ def _rung_until(rung: dict):
     if 'after_rounds' in rung: return lambda run: lambda i: i['event'] == 'round' and i['round'] + 1 >= rung['after_rounds']
     return lambda run: lambda i: i['event'] == 'epoch' and run.phase1_epochs_run >= rung['after_epochs']
 
+# %% ../nbs/03a_multisub.ipynb #5e1764a8
+def _run_exhaustive(self: MultiSub, make, configs: list[dict], bar) -> list[_Run]:
+    "`select='exhaustive'`: every candidate to its end, one after the other (k-means included, as before issue 23)."
+    runs = []
+    for cfg in configs:
+        run, run.trajectory = make(cfg), []
+        while not run.done:                  # its score so far at every pause: what any rung would have seen
+            i = run.advance(lambda i: True)
+            if i['event'] != 'trained' and self.keep_best:
+                run.trajectory.append([run.phase1_epochs_run, i['event'], i['round'], run.interim()])
+        run.finish(labels=True); runs.append(run); bar.update(1)
+    return runs
+
+def _at_rung(rung: dict, alive: list[_Run]) -> tuple[list[_Run], dict]:
+    "The candidates `alive` at `rung`: those that go on (`rung_survivors` of their scores, inf when collapsed or failed) and the rung's record."
+    scored = []
+    for run in alive:
+        c = run.interim_collapsed() if run.info.get('status', 'ok') == 'ok' else run.info['status']
+        scored.append((run, run.interim() if not c else math.inf, c))
+    keep = rung_survivors(rung, [r.ms.lr_latent for r, _, _ in scored], [s for _, s, _ in scored])
+    record = dict(rung, n_in=len(alive), scores=[None if not math.isfinite(s) else s for _, s, _ in scored],
+                  collapsed=[c for _, _, c in scored],
+                  configs=[dict(lr=r.ms.lr_latent, weight_decay=r.ms.weight_decay) for r, _, _ in scored])
+    return [scored[i][0] for i in keep], record
+
+def _run_halving(self: MultiSub, make, configs: list[dict], bar) -> tuple[list[_Run], list[dict]]:
+    "`select='halving'`: the candidates side by side to each rung of `halving`; the survivors to the end, without k-means."
+    runs, rungs = [make(cfg) for cfg in configs], []
+    alive = list(runs)
+    for rung in self.halving:
+        for run in alive: run.advance(_rung_until(rung)(run))
+        survivors, record = _at_rung(rung, alive)
+        rungs.append(record)
+        bar.update(len(alive) - len(survivors))
+        alive = survivors
+    for run in alive: run.finish(labels=False); bar.update(1)
+    return runs, rungs
+
+def _candidate_row(run: _Run) -> dict:
+    "A candidate's record in `params['selection']['candidates']`."
+    r, m = run.result, run.ms
+    return dict(lr=m.lr_latent, weight_decay=m.weight_decay, score=r.params['score'] if r else None,
+                status=r.status if r else 'dropped', n_pseudo_clusters=r.params['n_pseudo_clusters'] if r else None,
+                image_spread=r.params['image_spread'] if r else None,
+                collapsed=r.params['collapsed'] if r else None, runtime_s=round(run.busy_s, 3),
+                phase1_epochs_run=run.phase1_epochs_run,
+                **({'trajectory': run.trajectory} if getattr(run, 'trajectory', None) else {}))
+
+# %% ../nbs/03a_multisub.ipynb #924ad69a
 def _select_fit(self: MultiSub, feats, template: str, words: Sequence[str], k: int, true_labels=None,
                 dataset: str = '', concept: str = '', word_source: str = 'user') -> ClusterResult:
     '''Label-free choice of (lr, weight_decay) from `grid` (projection lr = lr x `proj_lr_scale`), the candidates
@@ -540,67 +664,33 @@ def _select_fit(self: MultiSub, feats, template: str, words: Sequence[str], k: i
     the end, exactly as they would alone; the winner's own run is the result when the candidates saw every image,
     else it is refitted on all images. No candidate sees `true_labels`.'''
     t0 = time.perf_counter()
-    feats = check_features(self.encoder, feats)
-    N = len(feats)
-    check_k(k, N)
-    idx = selection_subset(N, self.seed, self.select_subset)
+    feats, k, true = fit_inputs(self.encoder, feats, k, true_labels)
+    idx = selection_subset(len(feats), self.seed, self.select_subset)
     sub = feats if idx is None else feats[idx]
     base = {**self.params, 'select': None, 'sparse_proxies': 'auto'}
     configs = candidate_configs(self)
     exhaustive = self.select in ('exhaustive', 'loss')
-    mk = lambda cfg: _Run(MultiSub(self.encoder, **{**base, **cfg}, text_embeddings=False, eval_rounds=False,
-                                   diagnostics=False), sub, template, words, min(k, len(sub)))
+    make = lambda cfg: _Run(MultiSub(self.encoder, **{**base, **cfg}, text_embeddings=False, eval_rounds=False,
+                                     diagnostics=False), sub, template, words, min(k, len(sub)))
     from tqdm.auto import tqdm
     bar = tqdm(total=len(configs), desc=f"multi-sub {dataset}/{concept}: selecting lr x weight decay",
                disable=not self.progress, leave=False)   # the candidates are most of a full-mode fit's time
-    runs, rungs = [], []
-    if exhaustive:                           # as before issue 23: each candidate to its end, one after the other
-        for cfg in configs:
-            run, run.trajectory = mk(cfg), []
-            while not run.done:                  # its score so far at every pause: what any rung would have seen
-                i = run.advance(lambda i: True)
-                if i['event'] != 'trained' and self.keep_best:
-                    run.trajectory.append([run.phase1_epochs_run, i['event'], i['round'], run.interim()])
-            run.finish(labels=True); runs.append(run); bar.update(1)
-    else:
-        runs = [mk(cfg) for cfg in configs]
-        alive = list(runs)
-        for rung in self.halving:
-            for run in alive: run.advance(_rung_until(rung)(run))
-            scored = []
-            for run in alive:
-                c = run.interim_collapsed() if run.info.get('status', 'ok') == 'ok' else run.info['status']
-                scored.append((run, run.interim() if not c else math.inf, c))
-            keep = rung_survivors(rung, [r.ms.lr_latent for r, _, _ in scored], [s for _, s, _ in scored])
-            rungs.append(dict(rung, n_in=len(alive), scores=[None if not math.isfinite(s) else s for _, s, _ in scored],
-                              collapsed=[c for _, _, c in scored],
-                              configs=[dict(lr=r.ms.lr_latent, weight_decay=r.ms.weight_decay) for r, _, _ in scored]))
-            bar.update(len(alive) - len(keep))
-            alive = [scored[i][0] for i in keep]
-        for run in alive: run.finish(labels=False); bar.update(1)
+    runs, rungs = (_run_exhaustive(self, make, configs, bar), []) if exhaustive else _run_halving(self, make, configs, bar)
     bar.close()
-    cands = []
-    for run in runs:
-        r, m = run.result, run.ms
-        cands.append(dict(lr=m.lr_latent, weight_decay=m.weight_decay, score=r.params['score'] if r else None,
-                          status=r.status if r else 'dropped', n_pseudo_clusters=r.params['n_pseudo_clusters'] if r else None,
-                          image_spread=r.params['image_spread'] if r else None,
-                          collapsed=r.params['collapsed'] if r else None, runtime_s=round(run.busy_s, 3),
-                          phase1_epochs_run=run.phase1_epochs_run,
-                          **({'trajectory': run.trajectory} if getattr(run, 'trajectory', None) else {})))
+    cands = [_candidate_row(run) for run in runs]
     chosen = choose_candidate([c for c in cands if c['status'] != 'dropped'])
     ci = None if chosen is None else next(i for i, c in enumerate(cands) if c is chosen)
     win = None if chosen is None else runs[ci]
     if win is not None and idx is None and not exhaustive:
         # the candidates saw every image: the winner's run IS the refit (same seed, data and config: bit for bit, tested)
-        res = win.finish(labels=True, text_embeddings=self.text_embeddings, true_labels=true_labels, dataset=dataset,
+        res = win.finish(labels=True, text_embeddings=self.text_embeddings, true_labels=true, dataset=dataset,
                          concept=concept, word_source=word_source)
         final, refit = win.ms, False
     else:
         final = MultiSub(self.encoder, **{**base, **(configs[ci] if chosen else {})},
                          text_embeddings=self.text_embeddings, eval_rounds=self.eval_rounds, diagnostics=self.diagnostics,
                          progress=self.progress)
-        res = final.fit_features(feats, template, words, k, true_labels, dataset, concept, word_source)
+        res = final.fit_features(feats, template, words, k, true, dataset, concept, word_source)
         refit = True
     rule = ('exhaustive: every candidate to its end' if exhaustive else
             'successive halving: at each rung the lowest scores so far go on (rung_survivors; collapsed or failed ones rank last)')
@@ -618,7 +708,6 @@ def _select_fit(self: MultiSub, feats, template: str, words: Sequence[str], k: i
     return res
 
 MultiSub._select_fit = _select_fit
-
 
 # %% ../nbs/03a_multisub.ipynb #bee6e381
 TRAIN_SUBSET = 1000      # full mode trains on at most this many images (a seeded subset) and extends to the rest
