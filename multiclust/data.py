@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 from .clip import open_image, ImageDecodeError
-from .core import default_template, check_k
+from .core import default_template, check_k, DataError
 from .files import atomic_write_file, atomic_write_text, file_digest, tensor_sha256
 
 # %% auto #0
 __all__ = ['REGISTRY', 'IMAGE_EXTS', 'DATASET_SPEC_FILE', 'SYNTH_VERSION', 'SYNTH_COLORS', 'SYNTH_SHAPES', 'SYNTH_SIZES',
            'SYNTH_BACKGROUNDS', 'SYNTH_CONCEPTS', 'FEATURE_CACHE_VERSION', 'STALE_TMP_S', 'ConceptSpec', 'DatasetSpec',
-           'DataError', 'data_root', 'cache_root', 'Dataset', 'load_dataset', 'read_dataset_spec', 'resolve_task',
+           'data_root', 'cache_root', 'Dataset', 'load_dataset', 'read_dataset_spec', 'resolve_task',
            'synthetic_combos', 'synthetic_attributes', 'render', 'make_synthetic', 'feature_cache_dir',
            'encoder_code_hash', 'feature_cache_key', 'shard_ranges', 'extract_features', 'extract_main',
            'convert_concept_tree']
@@ -83,9 +83,6 @@ REGISTRY: dict[str, DatasetSpec] = {s.name: s for s in [
 ]}
 
 # %% ../nbs/01b_data.ipynb #bd4864c6
-class DataError(ValueError):
-    "A dataset, data root or argument that does not fit the format; the message names the file, column or row at fault."
-
 IMAGE_EXTS = {'.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.pgm', '.ppm', '.pbm'}
 
 def data_root(root=None) -> Path:
