@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 from .clip import (clip_loss, load_openclip, register_encoder, OpenCLIPEncoder, WeightsUnavailable,
                              _fingerprint)
-from .data import (render, synthetic_attributes, synthetic_combos, cache_root, SYNTH_CONCEPTS)
+from .synthetic import render, synthetic_attributes, synthetic_combos, SYNTH_CONCEPTS
+from .data import cache_root
 from .files import atomic_write_file, atomic_write_text, file_digest, tensor_sha256
 
 # %% auto #0

@@ -10,9 +10,9 @@ from PIL import Image
 from conftest import require_dataset
 
 from multiclust.core import DataError
+from multiclust.synthetic import render, synthetic_attributes, synthetic_combos
 from multiclust.data import (REGISTRY, ConceptSpec, Dataset, convert_concept_tree, data_root, extract_features,
-                             feature_cache_key, load_dataset, make_synthetic, render, synthetic_attributes,
-                             synthetic_combos)
+                             feature_cache_key, load_dataset, make_synthetic)
 from multiclust.metrics import evaluate
 
 REPO = Path(__file__).resolve().parents[1]

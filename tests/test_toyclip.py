@@ -11,7 +11,8 @@ import multiclust.toyclip as T
 from multiclust.steering import steering_matrix
 from multiclust.files import file_digest
 from multiclust.clip import WeightsUnavailable, load_encoder
-from multiclust.data import SYNTH_CONCEPTS, load_dataset
+from multiclust.synthetic import SYNTH_CONCEPTS
+from multiclust.data import load_dataset
 
 
 @pytest.fixture(scope='module')
