@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import IMAGE_EXTS, Dataset, cache_root, extract_features
+from .data import IMAGE_EXTS, Dataset, cache_root
+from .features import extract_features
 from .clip import (open_image, ImageDecodeError, load_encoder, PromptError, resolve_device, OFFLINE_CAN_SEE,
                              add_encoder_arg)
 from .core import ClusterResult, check_k, check_features, kmeans, default_template, DataError

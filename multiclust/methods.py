@@ -219,7 +219,8 @@ def run_method(name: str, encoder: Encoder, dataset, concept: str, seed: int = 0
     opts = m.options()
     bad = [o for o in overrides if o not in opts]
     if bad: raise ValueError(f"method {name!r}: unknown option(s) {bad}; its options are {opts}")
-    from multiclust.data import Dataset, load_dataset, extract_features
+    from multiclust.data import Dataset, load_dataset
+    from multiclust.features import extract_features
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
     true = ds.label_ids(concept)                               # an unknown concept fails, listing the concepts
     k = check_k(ds.n_clusters(concept) if k is None else k, len(ds))

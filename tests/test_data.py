@@ -11,8 +11,9 @@ from conftest import require_dataset
 
 from multiclust.core import DataError
 from multiclust.synthetic import render, synthetic_attributes, synthetic_combos
-from multiclust.data import (REGISTRY, ConceptSpec, Dataset, convert_concept_tree, data_root, extract_features,
-                             feature_cache_key, load_dataset, make_synthetic)
+from multiclust.data import (REGISTRY, ConceptSpec, Dataset, convert_concept_tree, data_root, load_dataset,
+                             make_synthetic)
+from multiclust.features import extract_features, feature_cache_key
 from multiclust.metrics import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
