@@ -5,7 +5,7 @@
 # %% ../nbs/01c_data.ipynb #3a4e9dfc
 from __future__ import annotations
 
-import csv, hashlib, json, os, shutil, warnings
+import csv, hashlib, json, os, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,11 +14,11 @@ from PIL import Image
 from .clip import open_image, ImageDecodeError
 from .core import default_template, check_k, DataError
 from .synthetic import SYNTH_VERSION, write_synthetic
-from .files import atomic_write_file, file_digest
+from .files import file_digest
 
 # %% auto #0
 __all__ = ['REGISTRY', 'IMAGE_EXTS', 'DATASET_SPEC_FILE', 'ConceptSpec', 'DatasetSpec', 'data_root', 'cache_root', 'Dataset',
-           'load_dataset', 'read_dataset_spec', 'resolve_task', 'make_synthetic', 'convert_concept_tree']
+           'load_dataset', 'read_dataset_spec', 'resolve_task', 'make_synthetic']
 
 # %% ../nbs/01c_data.ipynb #99d53331
 @dataclass
@@ -350,69 +350,3 @@ def make_synthetic(root=None, n: int = 360, seed: int = 0, size: int = 64, exclu
     ds = Dataset.from_folder(dest, spec=None, name='synthetic', validate=validate, min_classes=1)  # `only` may fix a concept
     ds.spec = REGISTRY['synthetic']   # the csv columns are the registered concept names
     return ds
-
-# %% ../nbs/01c_data.ipynb #fbddab82
-def convert_concept_tree(src, dst=None, concepts: list[str] | None = None, match: str = 'name',
-                         missing: str = 'error', link: str = 'copy', overwrite: bool = False) -> Path:
-    '''Write `labels.csv` for a `<src>/<concept>/<class>/<image>` tree; returns the dataset folder (`dst` or `src`).
-    `concepts`: which sub-folders are concepts (default: all that hold class folders with images).
-    `match`: 'name' (file name) or 'content' (file bytes); `missing`: 'error' or 'drop';
-    `link` (only with `dst`): 'copy', 'hardlink' or 'symlink'.'''
-    src = Path(src).expanduser()
-    if not src.is_dir(): raise DataError(f"convert: source folder {src} does not exist")
-    if match not in ('name', 'content'): raise DataError(f"convert: match must be 'name' or 'content', got {match!r}")
-    if missing not in ('error', 'drop'): raise DataError(f"convert: missing must be 'error' or 'drop', got {missing!r}")
-    if link not in ('copy', 'hardlink', 'symlink'): raise DataError(f"convert: link must be 'copy', 'hardlink' or 'symlink', got {link!r}")
-    out = Path(dst).expanduser() if dst is not None else src
-    if (out/'labels.csv').exists() and not overwrite: raise DataError(f"convert: {out/'labels.csv'} exists; pass overwrite=True")
-    isimg = lambda p: p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith('.')
-    if concepts is None:
-        concepts = sorted(c.name for c in src.iterdir() if c.is_dir() and not c.name.startswith('.') and c.name != 'images'
-                          and any(k.is_dir() and any(isimg(f) for f in k.rglob('*')) for k in c.iterdir()))
-    if not concepts: raise DataError(f"convert: no <concept>/<class>/<image> folders under {src}")
-    key = (lambda f: f.name) if match == 'name' else file_digest
-    trees = {}
-    for c in concepts:
-        cdir = src/c
-        if not cdir.is_dir(): raise DataError(f"convert: concept folder {cdir} does not exist")
-        loose = [f.name for f in cdir.iterdir() if isimg(f)]
-        if loose: raise DataError(f"convert: {cdir} holds images outside class folders, e.g. {loose[:3]}")
-        t = {}
-        for k in sorted(p for p in cdir.iterdir() if p.is_dir() and not p.name.startswith('.')):
-            for f in sorted(p for p in k.rglob('*') if isimg(p)):
-                kk = key(f)
-                if kk in t:
-                    raise DataError(f"convert: {f.relative_to(src)} and {t[kk][1].relative_to(src)} have the same "
-                                    f"{'file name' if match == 'name' else 'content'} in concept {c!r}; "
-                                    + ("try match='content'" if match == 'name' else 'remove the duplicate'))
-                t[kk] = (k.name, f)
-        if not t: raise DataError(f"convert: no images under {cdir}")
-        trees[c] = t
-    keys = set.union(*(set(t) for t in trees.values()))
-    common = set.intersection(*(set(t) for t in trees.values()))
-    if len(common) < len(keys):
-        lack = {c: len(keys - set(t)) for c, t in trees.items() if len(keys - set(t))}
-        ex = sorted(keys - common)[:3]
-        msg = f"convert: {len(keys) - len(common)} image(s) are not in every concept tree (missing per concept: {lack}; e.g. {ex})"
-        if missing == 'error': raise DataError(msg + "; pass missing='drop' to leave them out")
-        warnings.warn(msg + '; dropped')
-    first = trees[concepts[0]]
-    rows = []
-    for kk in sorted(common, key=lambda k: str(first[k][1])):
-        f = first[kk][1]
-        rel = f.relative_to(src/concepts[0]).as_posix() if dst is not None else f.relative_to(src).as_posix()
-        rows.append(('images/' + rel if dst is not None else rel, [trees[c][kk][0] for c in concepts], f))
-    out.mkdir(parents=True, exist_ok=True)
-    if dst is not None:
-        for rel, _, f in rows:
-            t = out/rel; t.parent.mkdir(parents=True, exist_ok=True)
-            if t.exists() or t.is_symlink(): t.unlink()
-            if link == 'copy': shutil.copy2(f, t)
-            elif link == 'hardlink': os.link(f, t)
-            else: os.symlink(f.resolve(), t)
-    def write(tmp):
-        with open(tmp, 'w', newline='', encoding='utf-8') as fh:
-            w = csv.writer(fh); w.writerow(['path', *concepts])
-            for rel, labs, _ in rows: w.writerow([rel, *labs])
-    atomic_write_file(out/'labels.csv', write)
-    return out

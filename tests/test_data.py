@@ -1,4 +1,5 @@
-"Integration and bad-input tests for multiclust.data and multiclust.metrics (the notebooks hold the unit checks)."
+"""Integration and bad-input tests for multiclust.data and the chapters split from it (synthetic, features,
+concept_tree), and for multiclust.metrics (the notebooks hold the unit checks)."""
 import os
 import warnings
 from pathlib import Path
@@ -11,8 +12,8 @@ from conftest import require_dataset
 
 from multiclust.core import DataError
 from multiclust.synthetic import render, synthetic_attributes, synthetic_combos
-from multiclust.data import (REGISTRY, ConceptSpec, Dataset, convert_concept_tree, data_root, load_dataset,
-                             make_synthetic)
+from multiclust.data import REGISTRY, ConceptSpec, Dataset, data_root, load_dataset, make_synthetic
+from multiclust.concept_tree import convert_concept_tree
 from multiclust.features import extract_features, feature_cache_key
 from multiclust.metrics import evaluate
 
