@@ -102,7 +102,7 @@ def false_negatives(named: list[dict], attrs: list[dict]) -> np.ndarray:
 # %% ../nbs/01f_toy_clip.ipynb #c5e4640b
 def toy_scenes(n: int, seed: int = 0, exclude: list[dict] | None = HELDOUT_COMBOS, only: list[dict] | None = None,
                size: int = 64, progress: bool = False) -> tuple[list[dict], torch.Tensor]:
-    '''`n` synthetic scenes drawn by `multiclust.data.render` from seed streams disjoint from `make_synthetic`'s:
+    '''`n` synthetic scenes drawn by `multiclust.synthetic.render` from seed streams disjoint from `make_synthetic`'s:
     attribute dicts and a `(n, size, size, 3)` uint8 tensor. `exclude` defaults to the held-out colour x shape pairs.'''
     from tqdm.auto import tqdm
     attrs = synthetic_attributes(n, seed=[SEED_TAG, seed, 0], exclude=exclude, only=only)
