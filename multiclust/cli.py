@@ -8,7 +8,8 @@ import argparse, os, sys, time, traceback
 from pathlib import Path
 import pandas as pd
 
-from .data import REGISTRY, data_root, DataError
+from .core import DataError
+from .data import REGISTRY, data_root
 from .clip import ArgParser, add_encoder_arg
 from .files import atomic_write_text
 from .report import load_results, rows_frame, mean_std, fmt_pm, REPO, SECRET_WORDS

@@ -87,7 +87,7 @@ class Encoder(nn.Module):
         "Trainable map from frozen trunk features to the joint embedding space."
         return self.image_projection(feats)
     def encode_images(self, images: list) -> torch.Tensor:
-        "Convenience: PIL images (or paths) -> projected image embeddings (no caching; see `multiclust.data`)."
+        "Convenience: PIL images (or paths) -> projected image embeddings (no caching; see `multiclust.features`)."
         imgs = [open_image(i) if isinstance(i, (str, os.PathLike)) else i.convert('RGB') for i in images]
         x = torch.stack([self.preprocess(i) for i in imgs])
         return self.project(self.encode_image_features(x))

@@ -13,10 +13,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import IMAGE_EXTS, Dataset, DataError, cache_root, extract_features
+from .data import IMAGE_EXTS, Dataset, cache_root
+from .features import extract_features
 from .clip import (open_image, ImageDecodeError, load_encoder, PromptError, resolve_device, OFFLINE_CAN_SEE,
                              add_encoder_arg)
-from .core import ClusterResult, Task, check_k, check_features, kmeans, default_template
+from .core import ClusterResult, Task, check_k, check_features, kmeans, default_template, DataError
 from .files import atomic_write_text, atomic_write_file
 from .report import OutputFolder
 

@@ -522,7 +522,7 @@ def _fit(self: MultiDProxy, dataset, concept: str, k: int | None = None, candida
     """Multi-DProxy on `dataset` (a `Dataset`, a registry name or a folder) for `concept`: template from the registry,
     candidate words from `multiclust.refwords` (or `candidates=`; `words=` is an alias, as in `MultiSub.fit`),
     features from the cache, K = the concept's class count."""
-    from multiclust.data import extract_features
+    from multiclust.features import extract_features
     if words is not None:
         if candidates is not None: raise ValueError("pass the candidate words once: candidates= or words=, not both")
         candidates = words

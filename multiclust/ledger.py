@@ -5,7 +5,7 @@
 # %% ../nbs/04d_ledger.ipynb #bc4959a0
 from __future__ import annotations
 import hashlib, json
-from .data import feature_cache_key
+from .features import feature_cache_key
 from .methods import METHODS, MissingWords, MethodUnavailable, resolve_words
 from .report import archive_results, upsert_results, row_key
 

@@ -160,7 +160,8 @@ def run_method(name: str, encoder: Encoder, dataset, concept: str, seed: int = 0
     feature cache); `words`: reference words instead of the cache's; `k`/`template`: instead of the registry's;
     `quick`: small budgets; `overrides`: the method's own options (e.g. `epochs=5`, `temperature=0.05`).'''
     m = method_entry(name, overrides)
-    from multiclust.data import Dataset, load_dataset, extract_features
+    from multiclust.data import Dataset, load_dataset
+    from multiclust.features import extract_features
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
     true = ds.label_ids(concept)                               # an unknown concept fails, listing the concepts
     k = check_k(ds.n_clusters(concept) if k is None else k, len(ds))

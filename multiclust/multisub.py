@@ -724,7 +724,7 @@ def _fit(self: MultiSub, dataset, concept: str, k: int | None = None, words: Seq
          template: str | None = None, n_words: int | None = None, root=None, cache_dir=None) -> ClusterResult:
     """Multi-Sub on `dataset` (a `Dataset`, a registry name or a folder) for `concept`: template from the registry,
     reference words from `multiclust.refwords` (or `words=`), features from the cache, K = the concept's class count."""
-    from multiclust.data import extract_features
+    from multiclust.features import extract_features
     ds, true, template, k = resolve_task(dataset, concept, k, template, root)
     if words is None:
         from multiclust.refwords import reference_words

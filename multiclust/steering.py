@@ -4,7 +4,8 @@
 
 # %% ../nbs/03c_steering.ipynb #4e0a394e
 from __future__ import annotations
-from .data import load_dataset, extract_features
+from .data import load_dataset
+from .features import extract_features
 from .metrics import nmi
 from .core import kmeans
 from .refwords import reference_words, random_nouns

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from multiclust.clip import PromptError, tiny_clip
-from multiclust.data import Dataset, extract_features, load_dataset
+from multiclust.data import Dataset, load_dataset
+from multiclust.features import extract_features
 from multiclust.core import ClusterResult
 from multiclust.baselines import MultiMaP, hull_residual, text_anchored, zeroshot
 from multiclust.proxy import image_embeddings, prompt_embeddings

@@ -1,4 +1,5 @@
-"Integration and bad-input tests for multiclust.data and multiclust.metrics (the notebooks hold the unit checks)."
+"""Integration and bad-input tests for multiclust.data and the chapters split from it (synthetic, features,
+concept_tree), and for multiclust.metrics (the notebooks hold the unit checks)."""
 import os
 import warnings
 from pathlib import Path
@@ -9,9 +10,11 @@ import torch
 from PIL import Image
 from conftest import require_dataset
 
-from multiclust.data import (REGISTRY, ConceptSpec, DataError, Dataset, convert_concept_tree, data_root,
-                             extract_features, feature_cache_key, load_dataset, make_synthetic, render,
-                             synthetic_attributes, synthetic_combos)
+from multiclust.core import DataError
+from multiclust.synthetic import render, synthetic_attributes, synthetic_combos
+from multiclust.data import REGISTRY, ConceptSpec, Dataset, data_root, load_dataset, make_synthetic
+from multiclust.concept_tree import convert_concept_tree
+from multiclust.features import extract_features, feature_cache_key
 from multiclust.metrics import evaluate
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,7 +7,8 @@ import pytest
 def toy(tmp_path_factory):
     "The toy CLIP, the 360 synthetic images and their features, in a temporary cache (never ~/.cache)."
     from multiclust.clip import load_encoder
-    from multiclust.data import load_dataset, extract_features
+    from multiclust.data import load_dataset
+    from multiclust.features import extract_features
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv('MULTICLUST_CACHE', str(tmp_path_factory.mktemp('cache')))
         enc = load_encoder('toyclip')

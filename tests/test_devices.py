@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from multiclust.clip import tiny_clip, resolve_device, load_encoder, hub_reachable, HUB_TIMEOUT_S, _auto
-from multiclust.data import load_dataset, extract_features
+from multiclust.data import load_dataset
+from multiclust.features import extract_features
 from multiclust.devcheck import on_second_device, DeviceMixError, SECOND_DEVICE
 from multiclust.methods import METHODS, run_method
 from multiclust.multisub import MultiSub

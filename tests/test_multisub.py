@@ -134,7 +134,8 @@ def test_nonfinite_loss_stops_and_keeps_state(enc, feats):
 
 
 def test_bad_concept_and_k_on_dataset(tmp_path):
-    from multiclust.data import make_synthetic, DataError
+    from multiclust.core import DataError
+    from multiclust.data import make_synthetic
     ds = make_synthetic(root=tmp_path, n=12, size=32)
     enc = tiny_clip()
     with pytest.raises(DataError, match=r"no concept 'flavour'.*'color'"): _ms(enc).fit(ds, 'flavour', words=WORDS)

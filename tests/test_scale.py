@@ -22,7 +22,7 @@ def _run(args, timeout=120, **kw):
 
 @pytest.fixture(scope='module')
 def synth(tmp_path_factory):
-    "40 synthetic images, loaded by folder path the way `python -m multiclust.data <folder>` loads them."
+    "40 synthetic images, loaded by folder path the way `python -m multiclust.features <folder>` loads them."
     from multiclust.data import make_synthetic, load_dataset
     root = make_synthetic(root=tmp_path_factory.mktemp('data'), n=40, size=32).root
     return load_dataset(str(root))
@@ -32,7 +32,7 @@ def synth(tmp_path_factory):
 def reference(synth, tmp_path_factory):
     "The one-process cache (batch 8 -> 5 shards): features and the contents of features.safetensors."
     from multiclust.clip import tiny_clip
-    from multiclust.data import extract_features, feature_cache_key
+    from multiclust.features import extract_features, feature_cache_key
     enc, cache = tiny_clip(), tmp_path_factory.mktemp('cache1')
     F = extract_features(enc, synth, cache_dir=cache, batch_size=8, progress=False)
     return F, _contents(cache / feature_cache_key(enc, synth) / 'features.safetensors')
@@ -53,13 +53,13 @@ def _same(a, b):
 # ---------------------------------------------------------------- item 2: torchrun, 2 ranks == 1 rank
 def _torchrun(ds, cache, nproc=2):
     return _run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', str(nproc),
-                 '-m', 'multiclust.data', str(ds.root), '--encoder', 'tiny', '--cache-dir', str(cache),
+                 '-m', 'multiclust.features', str(ds.root), '--encoder', 'tiny', '--cache-dir', str(cache),
                  '--batch-size', '8', '--threads', '1', '--no-progress'], timeout=180)
 
 
 def _final(ds, cache):
     from multiclust.clip import tiny_clip
-    from multiclust.data import feature_cache_key
+    from multiclust.features import feature_cache_key
     return cache / feature_cache_key(tiny_clip(), ds) / 'features.safetensors'
 
 
@@ -76,7 +76,7 @@ def test_torchrun_two_ranks_equal_one(synth, reference, tmp_path):
 def test_torchrun_resumes_shards_of_another_world_size(synth, reference, tmp_path):
     "Shards left by an interrupted 3-way split (rank 0 of 3 finished) are reused by a 2-rank run."
     from multiclust.clip import tiny_clip
-    from multiclust.data import extract_features
+    from multiclust.features import extract_features
     assert extract_features(tiny_clip(), synth, cache_dir=tmp_path, batch_size=8, progress=False, shard=(0, 3)) is None
     parts = sorted(p.name for p in _final(synth, tmp_path).parent.glob('part-*.safetensors'))
     assert parts == ['part-00000000-00000008.safetensors', 'part-00000024-00000032.safetensors']
@@ -89,7 +89,8 @@ SLOW_EXTRACT = textwrap.dedent('''
     import sys, time, torch
     torch.set_num_threads(1)
     from multiclust.clip import tiny_clip
-    from multiclust.data import load_dataset, extract_features
+    from multiclust.data import load_dataset
+    from multiclust.features import extract_features
     enc = tiny_clip()
     f = enc.encode_image_features
     def slow(x):
@@ -102,7 +103,7 @@ SLOW_EXTRACT = textwrap.dedent('''
 
 def test_sigkill_during_extraction_then_resume(synth, reference, tmp_path):
     from multiclust.clip import tiny_clip
-    from multiclust.data import extract_features
+    from multiclust.features import extract_features
     script = tmp_path / 'slow_extract.py'; script.write_text(SLOW_EXTRACT)
     cache = tmp_path / 'cache'
     d = _final(synth, cache).parent

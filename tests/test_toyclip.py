@@ -11,7 +11,8 @@ import multiclust.toyclip as T
 from multiclust.steering import steering_matrix
 from multiclust.files import file_digest
 from multiclust.clip import WeightsUnavailable, load_encoder
-from multiclust.data import SYNTH_CONCEPTS, load_dataset
+from multiclust.synthetic import SYNTH_CONCEPTS
+from multiclust.data import load_dataset
 
 
 @pytest.fixture(scope='module')
@@ -112,7 +113,7 @@ def test_toyclip_behind_the_encoder_seam(enc):
 
 # --- what the model learned --------------------------------------------------------------------------------------
 def test_zero_shot_on_the_embedded_default(enc, syn):
-    from multiclust.data import extract_features
+    from multiclust.features import extract_features
     V = enc.project(extract_features(enc, syn, progress=False)).detach()
     attrs = [{c: syn.labels(c)[i] for c in SYNTH_CONCEPTS} for i in range(len(syn))]
     acc = {r['attribute']: r for r in T.zero_shot_accuracy(enc, V, attrs)}

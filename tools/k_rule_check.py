@@ -13,7 +13,8 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', '1')))
     from multiclust.clip import load_encoder
-    from multiclust.data import load_dataset, extract_features
+    from multiclust.data import load_dataset
+    from multiclust.features import extract_features
     from multiclust.refwords import reference_words
     from multiclust.metrics import nmi
     from multiclust.core import kmeans

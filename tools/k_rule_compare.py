@@ -7,7 +7,8 @@ import os, sys, time, json
 import numpy as np, pandas as pd, torch
 torch.set_num_threads(1)
 from multiclust.clip import load_encoder
-from multiclust.data import load_dataset, extract_features
+from multiclust.data import load_dataset
+from multiclust.features import extract_features
 from multiclust.refwords import reference_words
 from multiclust.metrics import nmi
 from multiclust.core import kmeans

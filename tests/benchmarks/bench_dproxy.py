@@ -40,7 +40,8 @@ def main():
     torch.set_num_threads(a.threads)
     import pandas as pd
     from multiclust.clip import load_encoder
-    from multiclust.data import load_dataset, extract_features
+    from multiclust.data import load_dataset
+    from multiclust.features import extract_features
     from multiclust.methods import run_method
     from multiclust.dproxy import MultiDProxy
     t0 = time.perf_counter()

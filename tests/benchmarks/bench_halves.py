@@ -42,7 +42,8 @@ def main():
     import torch, subprocess
     torch.set_num_threads(a.threads)
     from multiclust.clip import load_encoder
-    from multiclust.data import load_dataset, extract_features
+    from multiclust.data import load_dataset
+    from multiclust.features import extract_features
     from multiclust.methods import run_method
     commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True,
                             cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or None

@@ -25,7 +25,8 @@ def main():
     import torch
     torch.set_num_threads(a.threads)
     from multiclust.clip import load_encoder
-    from multiclust.data import load_dataset, extract_features
+    from multiclust.data import load_dataset
+    from multiclust.features import extract_features
     from multiclust.methods import run_method
     from multiclust.multisub import MultiSub, selection_subset, candidate_configs
     from multiclust.refwords import reference_words

@@ -41,7 +41,8 @@ def main():
     import numpy as np, torch
     torch.set_num_threads(a.threads)
     from multiclust.clip import load_encoder
-    from multiclust.data import load_dataset, extract_features
+    from multiclust.data import load_dataset
+    from multiclust.features import extract_features
     from multiclust.methods import run_method
     from multiclust.multisub import MultiSub, TRAIN_SUBSET, candidate_configs
     from multiclust.metrics import nmi
