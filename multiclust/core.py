@@ -15,7 +15,7 @@ from .clip import Encoder, PromptError
 from .metrics import evaluate
 
 # %% auto #0
-__all__ = ['ClusterResult', 'check_k', 'check_features', 'kmeans', 'seeded', 'default_template', 'prompt_word', 'fill_template',
+__all__ = ['ClusterResult', 'check_k', 'check_features', 'kmeans', 'seeded', 'default_template', 'prompt_word', 'word_prompts',
            'DataError', 'Task', 'TaskMethod', 'fit_inputs']
 
 # %% ../nbs/01a_core.ipynb #1e09ea74
@@ -118,7 +118,7 @@ def prompt_word(w: str) -> str:
         raise PromptError(f"word {w!r} is empty; every word must be a non-empty string")
     return ' '.join(w.replace('_', ' ').split())
 
-def fill_template(template: str, words: Sequence[str]) -> list[str]:
+def word_prompts(template: str, words: Sequence[str]) -> list[str]:
     "The prompt of each word: `template` with its `*` replaced by the word as it goes into a prompt (`prompt_word`)."
     return [template.replace('*', prompt_word(w)) for w in words]
 

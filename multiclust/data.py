@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from .clip import open_image, ImageDecodeError
-from .core import default_template, check_k, DataError
+from .core import default_template, word_prompts, check_k, DataError
 from .synthetic import SYNTH_VERSION, write_synthetic
 from .files import file_digest
 
@@ -37,8 +37,8 @@ class ConceptSpec:
         if self.column is None: self.column = self.name
 
     def prompt(self, word: str) -> str:
-        "The template with `*` replaced by `word` (e.g. for zero-shot prompts with a real word)."
-        return self.template.replace('*', word)
+        "The template with `*` replaced by `word` as it goes into a prompt (`word_prompts`, chapter 01a)."
+        return word_prompts(self.template, [word])[0]
 
 @dataclass
 class DatasetSpec:

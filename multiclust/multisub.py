@@ -17,7 +17,7 @@ from .proxy import (Proxies, NonFiniteLoss, reference_embeddings, check_template
 from .losses import pseudo_labels, joint_embedding, phase2_epoch, INTRA
 from .diagnostics import (MIN_GAIN, spread, effective_rank, relative_alignment_loss, epoch_diagnostics,
                                     diagnostic_subset)
-from .core import (ClusterResult, TaskMethod, fit_inputs, fill_template, kmeans, _metrics, seeded, _threads,
+from .core import (ClusterResult, TaskMethod, fit_inputs, word_prompts, kmeans, _metrics, seeded, _threads,
                              _rng_devices)
 from .data import resolve_task
 
@@ -212,7 +212,7 @@ def basis_embeddings(encoder: Encoder, template: str, words: Sequence[str], basi
     Z = reference_embeddings(encoder, words)                  # also checks the words
     if basis == 'token': return Z
     check_template(encoder, template)
-    prompts = list(words) if basis == 'text' else fill_template(template, words)
+    prompts = list(words) if basis == 'text' else word_prompts(template, words)
     return F.normalize(encoder.encode_text(prompts).float(), dim=-1)
 
 class DirectPath:

@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .clip import Encoder, OpenCLIPEncoder, PromptError
-from .core import check_features, prompt_word, fill_template
+from .core import check_features, prompt_word, word_prompts
 
 # %% auto #0
 __all__ = ['TEXT_PATHS', 'reference_embeddings', 'check_template', 'Proxies', 'TextPath', 'TruncatedTextPath',
@@ -303,6 +303,6 @@ def prompt_embeddings(encoder: Encoder, template: str, words: Sequence[str], bat
     check_template(encoder, template)
     if isinstance(words, str) or len(words) == 0:
         raise PromptError(f"need a non-empty list of words for the prompt {template!r}, got {words!r}")
-    ps = fill_template(template, words)
+    ps = word_prompts(template, words)
     return F.normalize(torch.cat([encoder.encode_text(ps[i:i + batch_size]) for i in range(0, len(ps), batch_size)]), dim=-1)
 

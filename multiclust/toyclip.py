@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from .clip import (clip_loss, load_openclip, register_encoder, OpenCLIPEncoder, WeightsUnavailable,
                              _fingerprint)
+from .core import word_prompts
 from .synthetic import render, synthetic_attributes, synthetic_combos, SYNTH_CONCEPTS
 from .data import cache_root
 from .files import atomic_write_file, atomic_write_text, file_digest, tensor_sha256
@@ -354,7 +355,7 @@ def scene_embeddings(enc, u8: torch.Tensor, batch_size: int = 256) -> torch.Tens
 @torch.no_grad()
 def zero_shot(enc, image_emb: torch.Tensor, words: list[str], template: str) -> np.ndarray:
     "Index of the word whose prompt (`template` with `*` -> word) is nearest (cosine) to each image embedding."
-    t = F.normalize(enc.encode_text([template.replace('*', w) for w in words]), dim=-1)
+    t = F.normalize(enc.encode_text(word_prompts(template, words)), dim=-1)
     return (F.normalize(image_emb, dim=-1) @ t.T).argmax(1).cpu().numpy()
 
 def zero_shot_accuracy(enc, image_emb: torch.Tensor, attrs: list[dict], heldout=HELDOUT_COMBOS,
