@@ -5,6 +5,7 @@
 # %% ../nbs/04_dynamic_proxies.ipynb #7a2035ed
 from __future__ import annotations
 import contextlib, copy, math, time, warnings
+from types import SimpleNamespace
 from typing import Sequence
 
 import numpy as np
@@ -23,7 +24,7 @@ from .diagnostics import (MIN_GAIN, epoch_diagnostics, diagnostic_subset,   # MI
 __all__ = ['ALIGN', 'USER_INTEREST', 'CONCEPT_ON', 'WEIGHTS', 'candidate_embeddings', 'CandidateProxies', 'CrossAttention',
            'GatedCrossModalFusion', 'alpha_schedule', 'beta_schedule', 'user_interest_loss', 'concept_contrastive_loss',
            'nearest_word_loss', 'dproxy_loss', 'candidate_budget', 'score_candidates', 'prune_candidates',
-           'proxy_shift', 'DProxyModel', 'MultiDProxy']
+           'proxy_shift', 'DProxyModel', 'check_dproxy_options', 'MultiDProxy']
 
 # %% ../nbs/04_dynamic_proxies.ipynb #b235179f
 def _check_words(words) -> list[str]:
@@ -259,6 +260,33 @@ class DProxyModel(nn.Module):
         outs = [self(torch.arange(i, min(i + batch_size, n), device=self.v0.device)) for i in range(0, n, batch_size)]
         return {k: torch.cat([o[k] for o in outs]) for k in ('f', 'w', 'a', 'lam', 'v')}
 
+# %% ../nbs/04_dynamic_proxies.ipynb #f7cdd753
+def check_dproxy_options(**options) -> dict:
+    """Every rule `MultiDProxy`'s options (its keywords but `encoder`, `eval_rounds`, `progress`, `diagnostics`) must
+    meet: a `ValueError` naming the first one broken, else the options with `grid` filled in, in the order given.
+    These are `MultiDProxy.params`."""
+    o = SimpleNamespace(**options)
+    if o.epochs < 0: raise ValueError(f"epochs must be >= 0, got {o.epochs}")
+    if o.prune_every < 1: raise ValueError(f"prune_every (R) must be >= 1 epoch, got {o.prune_every}")
+    if o.M is not None and o.M < 2: raise ValueError(f"M (final number of candidates) must be >= 2, got {o.M}")
+    if o.score not in ('mean', 'max', 'mass'): raise ValueError(f"score must be 'mean', 'max' or 'mass', got {o.score!r}")
+    if o.query not in ('image', 'uniform'): raise ValueError(f"query must be 'image' or 'uniform', got {o.query!r}")
+    if o.align not in ALIGN: raise ValueError(f"align must be one of {ALIGN}, got {o.align!r}")
+    if o.user_interest not in USER_INTEREST:
+        raise ValueError(f"user_interest must be one of {USER_INTEREST}, got {o.user_interest!r}")
+    if o.concept_on not in CONCEPT_ON: raise ValueError(f"concept_on must be one of {CONCEPT_ON}, got {o.concept_on!r}")
+    if o.weights not in WEIGHTS: raise ValueError(f"weights must be one of {WEIGHTS}, got {o.weights!r}")
+    if o.start not in ('base', 'budget'): raise ValueError(f"start must be 'base' or 'budget', got {o.start!r}")
+    if o.select not in (None, 'loss'): raise ValueError(f"select must be None or 'loss', got {o.select!r}")
+    if o.batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {o.batch_size}")
+    if o.patience is not None and (isinstance(o.patience, bool) or not isinstance(o.patience, int) or o.patience < 1):
+        raise ValueError(f"patience must be None or an integer >= 1, got {o.patience!r}")
+    if not 0 <= o.tol < 1: raise ValueError(f"tol must be in [0, 1) (a fraction of the images), got {o.tol}")
+    return {**options, 'grid': dict(o.grid or {'lr_proxy': (1e-2, 5e-2, 1e-1)})}
+
+# %% ../nbs/04_dynamic_proxies.ipynb #44c86266
+_REPORTS = ('eval_rounds', 'progress', 'diagnostics')   # what a fit reports, not what it trains
+
 class MultiDProxy(TaskMethod):
     "Multi-DProxy (Xu et al. 2025): dynamic candidate proxies, gated cross-modal fusion, dual constraints."
     method = 'multi-dproxy'
@@ -273,31 +301,9 @@ class MultiDProxy(TaskMethod):
                  concept_on: str | None = 'image', weights: str = 'constant', w_u: float = 0.1, w_c: float = 0.1,
                  fusion: bool = True, dynamic: bool = True, start: str = 'base', select: str | None = None,
                  grid: dict | None = None, select_subset: int | None = None):
-        if epochs < 0: raise ValueError(f"epochs must be >= 0, got {epochs}")
-        if prune_every < 1: raise ValueError(f"prune_every (R) must be >= 1 epoch, got {prune_every}")
-        if M is not None and M < 2: raise ValueError(f"M (final number of candidates) must be >= 2, got {M}")
-        if score not in ('mean', 'max', 'mass'): raise ValueError(f"score must be 'mean', 'max' or 'mass', got {score!r}")
-        if query not in ('image', 'uniform'): raise ValueError(f"query must be 'image' or 'uniform', got {query!r}")
-        if align not in ALIGN: raise ValueError(f"align must be one of {ALIGN}, got {align!r}")
-        if user_interest not in USER_INTEREST: raise ValueError(f"user_interest must be one of {USER_INTEREST}, got {user_interest!r}")
-        if concept_on not in CONCEPT_ON: raise ValueError(f"concept_on must be one of {CONCEPT_ON}, got {concept_on!r}")
-        if weights not in WEIGHTS: raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
-        if start not in ('base', 'budget'): raise ValueError(f"start must be 'base' or 'budget', got {start!r}")
-        if select not in (None, 'loss'): raise ValueError(f"select must be None or 'loss', got {select!r}")
-        if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
-            raise ValueError(f"patience must be None or an integer >= 1, got {patience!r}")
-        if not 0 <= tol < 1: raise ValueError(f"tol must be in [0, 1) (a fraction of the images), got {tol}")
-        self.encoder = encoder
-        self.params = dict(epochs=epochs, prune_every=prune_every, M=M, lr=lr, lr_proxy=lr_proxy, batch_size=batch_size,
-                           tau_alpha=tau_alpha, tau=tau, tau_c=tau_c, hard_negatives=hard_negatives, heads=heads,
-                           layers=layers, gate_bias=gate_bias, score=score, n_init=n_init, seed=seed, threads=threads,
-                           keep_best=keep_best, patience=patience, tol=tol, query=query, train_projection=train_projection,
-                           lr_projection=lr_projection, proj_anchor=proj_anchor, align=align, user_interest=user_interest,
-                           concept_on=concept_on, weights=weights, w_u=w_u, w_c=w_c, fusion=fusion, dynamic=dynamic,
-                           start=start, select=select, grid=dict(grid or {'lr_proxy': (1e-2, 5e-2, 1e-1)}),
-                           select_subset=select_subset)
-        self.eval_rounds, self.progress, self.diagnostics = eval_rounds, progress, diagnostics
+        options = {n: v for n, v in locals().items() if n not in ('self', 'encoder')}   # the keywords, in order
+        self.encoder, (self.eval_rounds, self.progress, self.diagnostics) = encoder, (options.pop(n) for n in _REPORTS)
+        self.params = check_dproxy_options(**options)
         for k, v in self.params.items(): setattr(self, k, v)
 
 # %% ../nbs/04_dynamic_proxies.ipynb #9716a919
