@@ -554,13 +554,11 @@ def _select_fit(self: MultiDProxy, feats, template, candidates, k, true_labels=N
     '''`select='loss'` (ours, as Multi-Sub's): one label-free fit per value of `grid` (by default the queries' learning
     rate; the projection's is that x 1e-2), on all images or a seeded subset of `select_subset`; the fit with the lowest
     relative loss (images vs proxies) that kept at least 2 pseudo-clusters wins and is refitted on all images.'''
-    from multiclust.multisub import choose_candidate
+    from multiclust.multisub import choose_candidate, selection_subset
     t0 = time.perf_counter()
     feats = check_features(self.encoder, feats)
-    N = len(feats)
-    sub = feats
-    if self.select_subset and N > self.select_subset:
-        sub = feats[torch.randperm(N, generator=torch.Generator().manual_seed(self.seed))[:self.select_subset].sort().values]
+    idx = selection_subset(len(feats), self.seed, self.select_subset)
+    sub = feats if idx is None else feats[idx]
     base = {**self.params, 'select': None}
     (name, values), = self.grid.items()
     config = lambda x: {name: x, **({'lr_projection': x * 1e-2} if name == 'lr_proxy' else {})}
