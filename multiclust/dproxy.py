@@ -5,6 +5,7 @@
 # %% ../nbs/04_dynamic_proxies.ipynb #7a2035ed
 from __future__ import annotations
 import contextlib, copy, math, time, warnings
+from types import SimpleNamespace
 from typing import Sequence
 
 import numpy as np
@@ -23,7 +24,7 @@ from .diagnostics import (MIN_GAIN, epoch_diagnostics, diagnostic_subset,   # MI
 __all__ = ['ALIGN', 'USER_INTEREST', 'CONCEPT_ON', 'WEIGHTS', 'candidate_embeddings', 'CandidateProxies', 'CrossAttention',
            'GatedCrossModalFusion', 'alpha_schedule', 'beta_schedule', 'user_interest_loss', 'concept_contrastive_loss',
            'nearest_word_loss', 'dproxy_loss', 'candidate_budget', 'score_candidates', 'prune_candidates',
-           'proxy_shift', 'DProxyModel', 'MultiDProxy']
+           'proxy_shift', 'DProxyModel', 'check_dproxy_options', 'MultiDProxy', 'candidate_schedule']
 
 # %% ../nbs/04_dynamic_proxies.ipynb #b235179f
 def _check_words(words) -> list[str]:
@@ -170,13 +171,17 @@ def dproxy_loss(f, v, w, a, C, t: int, epochs: int, tau_c: float = 0.1, hard: in
                                         alpha_t=at, beta_t=bt)
 
 # %% ../nbs/04_dynamic_proxies.ipynb #0159ecf6
+def _warn_no_pruning(every: int, epochs: int, M: int):
+    "$R>E$: no pruning round fits in the epoch budget; say so (the run keeps its first `M` words)."
+    if every > epochs > 0:
+        warnings.warn(f"prune_every={every} is larger than the epoch budget ({epochs}): no candidate pruning; "
+                      f"using the first M={M} candidate words throughout")
+
 def candidate_budget(M: int, epochs: int, every: int, available: int) -> tuple[int, int]:
     "(number of candidates to start from, number of pruning rounds): $\\min(2^{\\lfloor E/R\\rfloor}M, n)$; warns when R > E."
     if every < 1: raise ValueError(f"prune_every (R) must be >= 1 epoch, got {every}")
     if epochs < 0: raise ValueError(f"epochs must be >= 0, got {epochs}")
-    if every > epochs > 0:
-        warnings.warn(f"prune_every={every} is larger than the epoch budget ({epochs}): no candidate pruning; "
-                      f"using the first M={M} candidate words throughout")
+    _warn_no_pruning(every, epochs, M)
     rounds = epochs // every
     return min(M * 2 ** rounds, available), rounds
 
@@ -259,6 +264,33 @@ class DProxyModel(nn.Module):
         outs = [self(torch.arange(i, min(i + batch_size, n), device=self.v0.device)) for i in range(0, n, batch_size)]
         return {k: torch.cat([o[k] for o in outs]) for k in ('f', 'w', 'a', 'lam', 'v')}
 
+# %% ../nbs/04_dynamic_proxies.ipynb #f7cdd753
+def check_dproxy_options(**options) -> dict:
+    """Every rule `MultiDProxy`'s options (its keywords but `encoder`, `eval_rounds`, `progress`, `diagnostics`) must
+    meet: a `ValueError` naming the first one broken, else the options with `grid` filled in, in the order given.
+    These are `MultiDProxy.params`."""
+    o = SimpleNamespace(**options)
+    if o.epochs < 0: raise ValueError(f"epochs must be >= 0, got {o.epochs}")
+    if o.prune_every < 1: raise ValueError(f"prune_every (R) must be >= 1 epoch, got {o.prune_every}")
+    if o.M is not None and o.M < 2: raise ValueError(f"M (final number of candidates) must be >= 2, got {o.M}")
+    if o.score not in ('mean', 'max', 'mass'): raise ValueError(f"score must be 'mean', 'max' or 'mass', got {o.score!r}")
+    if o.query not in ('image', 'uniform'): raise ValueError(f"query must be 'image' or 'uniform', got {o.query!r}")
+    if o.align not in ALIGN: raise ValueError(f"align must be one of {ALIGN}, got {o.align!r}")
+    if o.user_interest not in USER_INTEREST:
+        raise ValueError(f"user_interest must be one of {USER_INTEREST}, got {o.user_interest!r}")
+    if o.concept_on not in CONCEPT_ON: raise ValueError(f"concept_on must be one of {CONCEPT_ON}, got {o.concept_on!r}")
+    if o.weights not in WEIGHTS: raise ValueError(f"weights must be one of {WEIGHTS}, got {o.weights!r}")
+    if o.start not in ('base', 'budget'): raise ValueError(f"start must be 'base' or 'budget', got {o.start!r}")
+    if o.select not in (None, 'loss'): raise ValueError(f"select must be None or 'loss', got {o.select!r}")
+    if o.batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {o.batch_size}")
+    if o.patience is not None and (isinstance(o.patience, bool) or not isinstance(o.patience, int) or o.patience < 1):
+        raise ValueError(f"patience must be None or an integer >= 1, got {o.patience!r}")
+    if not 0 <= o.tol < 1: raise ValueError(f"tol must be in [0, 1) (a fraction of the images), got {o.tol}")
+    return {**options, 'grid': dict(o.grid or {'lr_proxy': (1e-2, 5e-2, 1e-1)})}
+
+# %% ../nbs/04_dynamic_proxies.ipynb #44c86266
+_REPORTS = ('eval_rounds', 'progress', 'diagnostics')   # what a fit reports, not what it trains
+
 class MultiDProxy(TaskMethod):
     "Multi-DProxy (Xu et al. 2025): dynamic candidate proxies, gated cross-modal fusion, dual constraints."
     method = 'multi-dproxy'
@@ -273,32 +305,151 @@ class MultiDProxy(TaskMethod):
                  concept_on: str | None = 'image', weights: str = 'constant', w_u: float = 0.1, w_c: float = 0.1,
                  fusion: bool = True, dynamic: bool = True, start: str = 'base', select: str | None = None,
                  grid: dict | None = None, select_subset: int | None = None):
-        if epochs < 0: raise ValueError(f"epochs must be >= 0, got {epochs}")
-        if prune_every < 1: raise ValueError(f"prune_every (R) must be >= 1 epoch, got {prune_every}")
-        if M is not None and M < 2: raise ValueError(f"M (final number of candidates) must be >= 2, got {M}")
-        if score not in ('mean', 'max', 'mass'): raise ValueError(f"score must be 'mean', 'max' or 'mass', got {score!r}")
-        if query not in ('image', 'uniform'): raise ValueError(f"query must be 'image' or 'uniform', got {query!r}")
-        if align not in ALIGN: raise ValueError(f"align must be one of {ALIGN}, got {align!r}")
-        if user_interest not in USER_INTEREST: raise ValueError(f"user_interest must be one of {USER_INTEREST}, got {user_interest!r}")
-        if concept_on not in CONCEPT_ON: raise ValueError(f"concept_on must be one of {CONCEPT_ON}, got {concept_on!r}")
-        if weights not in WEIGHTS: raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
-        if start not in ('base', 'budget'): raise ValueError(f"start must be 'base' or 'budget', got {start!r}")
-        if select not in (None, 'loss'): raise ValueError(f"select must be None or 'loss', got {select!r}")
-        if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
-            raise ValueError(f"patience must be None or an integer >= 1, got {patience!r}")
-        if not 0 <= tol < 1: raise ValueError(f"tol must be in [0, 1) (a fraction of the images), got {tol}")
-        self.encoder = encoder
-        self.params = dict(epochs=epochs, prune_every=prune_every, M=M, lr=lr, lr_proxy=lr_proxy, batch_size=batch_size,
-                           tau_alpha=tau_alpha, tau=tau, tau_c=tau_c, hard_negatives=hard_negatives, heads=heads,
-                           layers=layers, gate_bias=gate_bias, score=score, n_init=n_init, seed=seed, threads=threads,
-                           keep_best=keep_best, patience=patience, tol=tol, query=query, train_projection=train_projection,
-                           lr_projection=lr_projection, proj_anchor=proj_anchor, align=align, user_interest=user_interest,
-                           concept_on=concept_on, weights=weights, w_u=w_u, w_c=w_c, fusion=fusion, dynamic=dynamic,
-                           start=start, select=select, grid=dict(grid or {'lr_proxy': (1e-2, 5e-2, 1e-1)}),
-                           select_subset=select_subset)
-        self.eval_rounds, self.progress, self.diagnostics = eval_rounds, progress, diagnostics
+        options = {n: v for n, v in locals().items() if n not in ('self', 'encoder')}   # the keywords, in order
+        self.encoder, (self.eval_rounds, self.progress, self.diagnostics) = encoder, (options.pop(n) for n in _REPORTS)
+        self.params = check_dproxy_options(**options)
         for k, v in self.params.items(): setattr(self, k, v)
+
+# %% ../nbs/04_dynamic_proxies.ipynb #0ca7d11b
+def candidate_schedule(M: int, k: int, epochs: int, every: int, available: int, dynamic: bool = True,
+                       start: str = 'base') -> tuple[int, int, int, bool]:
+    "(words to start from $n_0$, pruning rounds, the size pruning stops at, whether $n$ `available` capped the budget)."
+    if not dynamic: return M, 0, M, False                 # ablation: the fixed set of the first M words
+    if start == 'base':                                   # v2 (ours): start from the M base words, halve to max(K, M/2)
+        final = max(k, math.ceil(M / 2))
+        _warn_no_pruning(every, epochs, M)
+        return M, epochs // every if M > final else 0, final, False
+    n0, rounds = candidate_budget(M, epochs, every, available)   # v1 (ours): start from 2^(E/R) M words, halve to M
+    return n0, rounds, M, n0 < M * 2 ** rounds
+
+def _door(dp: MultiDProxy, feats, template: str, candidates: Sequence[str], k: int, true_labels, M: int | None):
+    "Step 0: the checked inputs and the candidate schedule, as a new fit state `run` (the words: the `n0` it starts from)."
+    enc = dp.encoder
+    feats, k, true = fit_inputs(enc, feats, k, true_labels)
+    check_template(enc, template)
+    words = _check_words(candidates)
+    if len(words) < k:
+        raise ValueError(f"{len(words)} candidate words for K={k} clusters: Multi-DProxy needs at least K candidates "
+                         f"(one word per cluster); got {words}. Ask the reference-word layer for more (reference_words(..., n=...)).")
+    M = M if M is not None else dp.M
+    M = max(k, min(12, len(words))) if M is None else int(M)
+    if M < k: raise ValueError(f"M={M} final candidates is fewer than K={k} clusters; use M >= K")
+    if M > len(words): raise ValueError(f"M={M} final candidates but only {len(words)} candidate words given")
+    n0, rounds, final, capped = candidate_schedule(M, k, dp.epochs, dp.prune_every, len(words), dp.dynamic, dp.start)
+    return SimpleNamespace(dp=dp, feats=feats, N=len(feats), k=k, true=true, template=template, M=M, n_given=len(words),
+                           words=words[:n0], n0=n0, rounds=rounds, final=final, capped=capped, dev=enc.device)
+
+# %% ../nbs/04_dynamic_proxies.ipynb #0eb2e3ca
+def _setup(run: SimpleNamespace):
+    "Step 1, inside the fit's seeded block: the model, its optimiser, the history and the watch (see above), into `run`."
+    dp, enc = run.dp, run.dp.encoder
+    run.nthreads = torch.get_num_threads()
+    C = candidate_embeddings(enc, run.template, run.words).to(run.dev)
+    feats = run.feats.to(run.dev, torch.float32)
+    with torch.no_grad(): v = enc.project(feats).detach().float()
+    run.proj, run.P0 = None, []
+    if dp.train_projection:                               # v2 (ours): a per-fit copy, as Multi-Sub trains visual.proj
+        run.proj = copy.deepcopy(enc.image_projection).float().train()
+        for p in run.proj.parameters(): p.requires_grad_(True)
+        run.P0 = [p.detach().clone() for p in run.proj.parameters()]
+    run.model = model = DProxyModel(v, C, dp.tau_alpha, dp.heads, dp.layers, dp.tau, dp.gate_bias, dp.query, run.proj,
+                                    feats if run.proj is not None else None, dp.fusion).to(run.dev)
+    groups = [{'params': [model.proxies.q], 'lr': dp.lr_proxy}, {'params': model.fusion.parameters(), 'lr': dp.lr}]
+    if run.proj is not None: groups.append({'params': run.proj.parameters(), 'lr': dp.lr_projection})
+    run.opt = torch.optim.Adam(groups)
+    run.hist, run.status, run.message = [], 'ok', ''
+    run.watch = dp.diagnostics or dp.keep_best or dp.patience is not None
+    run.best, run.stale, run.still = [math.inf, None, None, -1], 0, 0    # (relative loss, state, active set, epoch)
+    if run.watch:                                         # per-epoch label-free diagnostics on <= 2000 seeded images
+        run.sub, run.prev_y = diagnostic_subset(run.N, dp.seed).to(run.dev), None
+        run.q0 = model.proxies.q.detach().clone()
+        run.drift0 = ([p.detach().clone() for p in model.fusion.parameters()], run.P0)
+
+# %% ../nbs/04_dynamic_proxies.ipynb #0385180f
+def _loss(run: SimpleNamespace, out: dict, t: int) -> tuple[torch.Tensor, dict]:
+    "The objective on one batch's forward pass `out` in epoch `t`: $\\mathcal L$ (`dproxy_loss`) plus the projection's anchor."
+    dp = run.dp
+    loss, parts = dproxy_loss(out['f'], out['v'], out['w'], out['a'], out['C'], t, dp.epochs, dp.tau_c,
+                              dp.hard_negatives, align=dp.align, user_interest=dp.user_interest,
+                              concept_on=dp.concept_on, weights=dp.weights, w_u=dp.w_u, w_c=dp.w_c, fused=dp.fusion)
+    if run.proj is not None and dp.proj_anchor > 0:       # weight decay towards the pretrained projection
+        loss = loss + dp.proj_anchor / 2 * sum(((p - q) ** 2).sum() for p, q in zip(run.proj.parameters(), run.P0))
+    return loss, parts
+
+def _epoch(run: SimpleNamespace, t: int, gen) -> dict:
+    "Step 2, epoch `t`: one Adam step per seeded mini-batch; the epoch's history row. Non-finite: the epoch's start state, and `NonFiniteLoss`."
+    dp, model, N = run.dp, run.model, run.N
+    snap = copy.deepcopy(model.state_dict())
+    tot, parts_sum, lam_sum, gv_sum, gt_sum = 0.0, {}, 0.0, 0.0, 0.0
+    try:
+        for b, idx in enumerate(batches(N, dp.batch_size, gen)):
+            idx = idx.to(run.dev)
+            out = model(idx)
+            loss, parts = _loss(run, out, t)
+            if not torch.isfinite(loss): raise NonFiniteLoss('dproxy', b, float(loss.detach()))
+            run.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            run.opt.step()
+            n = len(idx)
+            tot += float(loss.detach()) * n
+            for key in ('La', 'Lu', 'Lc'): parts_sum[key] = parts_sum.get(key, 0.0) + parts[key] * n
+            lam_sum += float(out['lam'].detach().sum())
+            if out['gates']:
+                gv_sum += float(out['gates'][-1][0].detach().mean()) * n
+                gt_sum += float(out['gates'][-1][1].detach().mean()) * n
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise NonFiniteLoss('dproxy', b, float('nan'))
+    except NonFiniteLoss: model.load_state_dict(snap); raise
+    return dict(epoch=t, event='epoch', loss=tot / N, **{key: v_ / N for key, v_ in parts_sum.items()},
+                alpha_t=parts['alpha_t'], beta_t=parts['beta_t'], lam=lam_sum / N, gate_v=gv_sum / N,
+                gate_t=gt_sum / N, n_candidates=len(model.proxies.active))
+
+def _nonfinite(run: SimpleNamespace, t: int, e: NonFiniteLoss):
+    "The fit stops in epoch `t` at a non-finite loss `e`, with the state of the last finished epoch: status, message, history row."
+    run.status = 'nonfinite'
+    run.message = (f"stopped: loss became {e.value} in epoch {t} (batch {e.batch}); kept the parameters from "
+                   f"the end of epoch {t - 1}" if t else f"stopped: loss became {e.value} in epoch 0 (batch "
+                   f"{e.batch}); kept the initial parameters")
+    run.hist.append(dict(epoch=t, event='nonfinite', batch=e.batch, loss=e.value))
+
+# %% ../nbs/04_dynamic_proxies.ipynb #145ea71a
+def _clustered(model: DProxyModel, o: dict) -> torch.Tensor:
+    "What the final k-means clusters: the fused features, or (no fusion) the balanced concatenation [proxy; image]."
+    if model.use_fusion: return o['f']
+    from multiclust.multisub import balanced_embedding
+    return balanced_embedding(o['w'], o['v'])
+
+@torch.no_grad()
+def _diagnose_dproxy(model: DProxyModel, sub, q0, fusion0, prev_y, true, k: int, seed: int) -> tuple[dict, torch.Tensor]:
+    "One epoch's diagnostics on the images `sub` (`multiclust.diagnostics.epoch_diagnostics`); pseudo-labels as candidate ids."
+    o = model(sub)
+    y = torch.as_tensor(model.proxies.active, device=o['a'].device)[o['a'].argmax(1)].cpu()   # ids into the full list
+    drifts = {'proxy_dist': ([model.proxies.q], [q0]), 'fusion_dist': (list(model.fusion.parameters()), fusion0[0])}
+    if model.projection is not None: drifts['proj_dist'] = (list(model.projection.parameters()), fusion0[1])
+    row = epoch_diagnostics({'fused': o['f'], 'proxy': o['w'], 'image': o['v']}, y, prev_y, weights=o['a'], drifts=drifts,
+                            aligned=(o['v'], o['w']), true=None if true is None else true[sub.cpu().numpy()],
+                            clustered=_clustered(model, o), k=min(k, len(sub)), seed=seed)
+    return row, y
+
+def _watch(run: SimpleNamespace, t: int, row: dict):
+    "Step 3 after epoch `t`: the diagnostics (into `row` with `diagnostics`), the keep-best state, the counters `stale` and `still`."
+    dp, model = run.dp, run.model
+    d, run.prev_y = _diagnose_dproxy(model, run.sub, run.q0, run.drift0, run.prev_y, run.true if dp.diagnostics else None,
+                                     run.k, dp.seed)
+    if dp.diagnostics: row.update(d)
+    if d['relative_loss'] < run.best[0] * (1 - MIN_GAIN):   # keep-best and early stop: the label-free score
+        run.best[:] = [d['relative_loss'], copy.deepcopy(model.state_dict()), list(model.proxies.active), t]
+        run.stale = 0
+    else: run.stale += 1
+    run.still = run.still + 1 if t and d['changed'] <= dp.tol * len(run.sub) else 0
+
+def _early_stop(run: SimpleNamespace, t: int) -> bool:
+    "With `patience` P: True (and an `early stop` row) once P epochs brought no gain or left the pseudo-labels settled."
+    P = run.dp.patience
+    if P is None or max(run.stale, run.still) < P: return False
+    run.hist.append(dict(epoch=t, event='early stop', reason='pseudo-labels settled' if run.still >= P
+                         else f'relative loss not improved for {P} epochs'))
+    return True
 
 # %% ../nbs/04_dynamic_proxies.ipynb #9716a919
 def _prune_round(self: MultiDProxy, model: DProxyModel, M: int, words: list[str], t: int) -> dict:
@@ -319,23 +470,64 @@ def _prune_round(self: MultiDProxy, model: DProxyModel, M: int, words: list[str]
                 removed_mass_max=float(p1['mass'].max()), shift_mean=float(p1['shift'].mean()),
                 shift_max=float(p1['shift'].max()))
 
-@torch.no_grad()
-def _diagnose_dproxy(model: DProxyModel, sub, q0, fusion0, prev_y, true, k: int, seed: int) -> tuple[dict, torch.Tensor]:
-    "One epoch's diagnostics on the images `sub` (`multiclust.diagnostics.epoch_diagnostics`); pseudo-labels as candidate ids."
-    o = model(sub)
-    y = torch.as_tensor(model.proxies.active, device=o['a'].device)[o['a'].argmax(1)].cpu()   # ids into the full list
-    drifts = {'proxy_dist': ([model.proxies.q], [q0]), 'fusion_dist': (list(model.fusion.parameters()), fusion0[0])}
-    if model.projection is not None: drifts['proj_dist'] = (list(model.projection.parameters()), fusion0[1])
-    row = epoch_diagnostics({'fused': o['f'], 'proxy': o['w'], 'image': o['v']}, y, prev_y, weights=o['a'], drifts=drifts,
-                            aligned=(o['v'], o['w']), true=None if true is None else true[sub.cpu().numpy()],
-                            clustered=_clustered(model, o), k=min(k, len(sub)), seed=seed)
-    return row, y
+def _manage_candidates(run: SimpleNamespace, t: int):
+    "Step 4 after epoch `t`: a pruning round while more than `run.final` candidates are active; its row (with `eval_rounds`, scored)."
+    dp, model = run.dp, run.model
+    if len(model.proxies.active) <= run.final: return
+    row = _prune_round(dp, model, run.final, run.words, t)
+    if dp.eval_rounds and run.true is not None:
+        row.update(_metrics(run.true, kmeans(_clustered(model, model.embed()), run.k, dp.seed, min(dp.n_init, 3))))
+    run.hist.append(row)
 
-def _clustered(model: DProxyModel, o: dict) -> torch.Tensor:
-    "What the final k-means clusters: the fused features, or (no fusion) the balanced concatenation [proxy; image]."
-    if model.use_fusion: return o['f']
-    from multiclust.multisub import balanced_embedding
-    return balanced_embedding(o['w'], o['v'])
+# %% ../nbs/04_dynamic_proxies.ipynb #9ab6ffc5
+def _keep_best(run: SimpleNamespace):
+    "With `keep_best` and a fit that ended `ok`: back to the state with the lowest relative loss, and a `restored` row."
+    best = run.best
+    if not (run.dp.keep_best and run.status == 'ok' and best[1] is not None): return
+    run.model.load_state_dict(best[1]); run.model.proxies.active = best[2]
+    run.hist.append(dict(epoch=best[3], event='restored', relative_loss=best[0], n_candidates=len(best[2])))
+
+def _final_clustering(run: SimpleNamespace):
+    "Step 5, inside the seeded block: every image's embeddings `run.emb`, the clustered `run.X`, its labels, pseudo-labels, score."
+    dp = run.dp
+    run.emb = emb = run.model.embed()
+    run.X = _clustered(run.model, emb)
+    run.labels = kmeans(run.X, run.k, dp.seed, dp.n_init)
+    run.pseudo = emb['a'].argmax(1).cpu().numpy()
+    run.score = relative_alignment_loss(emb['v'], emb['w'])
+
+def _final_result(run: SimpleNamespace, dataset: str, concept: str, word_source: str) -> ClusterResult:
+    "The `ClusterResult` of the fit state `run` after step 5 (numpy from here on)."
+    dp, model = run.dp, run.model
+    kept = [run.words[i] for i in model.proxies.active]
+    cpu = lambda x: x.detach().cpu().numpy()               # the numpy boundary
+    emb = run.emb
+    embeddings = dict(fused=cpu(run.X), proxy=cpu(emb['w']), alpha=cpu(emb['a']), lam=cpu(emb['lam']),
+                      image=cpu(emb['v']), candidates=cpu(model.proxies.C), pseudo_labels=run.pseudo)
+    npc = int(len(np.unique(run.pseudo)))
+    params = {**dp.params, 'M': run.M, 'template': run.template, 'n_candidates_given': run.n_given,
+              'n_candidates_start': run.n0, 'n_candidates_final': len(kept), 'candidates_capped': run.capped,
+              'prune_rounds': run.rounds, 'prune_to': run.final, 'kept_words': kept, 'n_images': run.N,
+              'threads_used': run.nthreads, 'score_relative_loss': run.score, 'n_pseudo_clusters': npc,
+              'device': str(run.dev)}
+    res = ClusterResult(dp.method, dataset, concept, run.k, dp.seed, run.labels, embeddings, run.hist,
+                        dp.encoder.describe(), list(run.words), word_source, 0.0, None, params, run.status, run.message)
+    if run.true is not None:
+        res.metrics = {**_metrics(run.true, run.labels), **_metrics(run.true, run.pseudo, 'pseudo_'), 'n_pseudo_clusters': npc}
+    return res
+
+# %% ../nbs/04_dynamic_proxies.ipynb #209414a0
+def _train(run: SimpleNamespace, gen, desc: str):
+    "Steps 2-4 for the epochs $t=0..E-1$: train, record, watch, prune every R-th epoch; until a non-finite loss or an early stop."
+    dp = run.dp
+    from tqdm.auto import tqdm
+    for t in tqdm(range(dp.epochs), desc=desc, disable=not dp.progress, leave=False):
+        try: row = _epoch(run, t, gen)
+        except NonFiniteLoss as e: _nonfinite(run, t, e); break
+        run.hist.append(row)
+        if run.watch: _watch(run, t, row)
+        if run.rounds and (t + 1) % dp.prune_every == 0: _manage_candidates(run, t)
+        if _early_stop(run, t): break
 
 def _fit_features(self: MultiDProxy, feats, template: str, candidates: Sequence[str], k: int, true_labels=None,
                   dataset: str = '', concept: str = '', word_source: str = 'user', M: int | None = None) -> ClusterResult:
@@ -343,149 +535,30 @@ def _fit_features(self: MultiDProxy, feats, template: str, candidates: Sequence[
     if self.select == 'loss':
         return self._select_fit(feats, template, candidates, k, true_labels, dataset, concept, word_source, M)
     t0 = time.perf_counter()
-    enc = self.encoder
-    feats, k, true = fit_inputs(enc, feats, k, true_labels)
-    N = len(feats)
-    check_template(enc, template)
-    words = _check_words(candidates)
-    if len(words) < k:
-        raise ValueError(f"{len(words)} candidate words for K={k} clusters: Multi-DProxy needs at least K candidates "
-                         f"(one word per cluster); got {words}. Ask the reference-word layer for more (reference_words(..., n=...)).")
-    M = M if M is not None else self.M
-    M = max(k, min(12, len(words))) if M is None else int(M)
-    if M < k: raise ValueError(f"M={M} final candidates is fewer than K={k} clusters; use M >= K")
-    if M > len(words): raise ValueError(f"M={M} final candidates but only {len(words)} candidate words given")
-    if not self.dynamic:                                   # ablation: the fixed set of the first M words
-        n0, rounds, final = M, 0, M
-    elif self.start == 'base':                            # v2 (ours): start from the M base words, halve to max(K, M/2)
-        n0, final = M, max(k, math.ceil(M / 2))
-        rounds = self.epochs // self.prune_every if n0 > final else 0
-        if self.prune_every > self.epochs > 0:
-            warnings.warn(f"prune_every={self.prune_every} is larger than the epoch budget ({self.epochs}): no candidate "
-                          f"pruning; using the first M={M} candidate words throughout")
-    else:                                                 # v1 (ours): start from 2^(E/R) M words, halve to M
-        n0, rounds = candidate_budget(M, self.epochs, self.prune_every, len(words))
-        final = M
-    capped = self.dynamic and self.start == 'budget' and n0 < M * 2 ** rounds
-    n_given, words = len(words), words[:n0]
-    dev = enc.device                                     # the device rule: where the encoder's parameters are
-    with seeded(self.seed, self.threads, dev) as gen:    # batch order: CPU indices, the same on every device
-        nthreads = torch.get_num_threads()
-        C = candidate_embeddings(enc, template, words).to(dev)
-        feats = feats.to(dev, torch.float32)
-        with torch.no_grad(): v = enc.project(feats).detach().float()
-        proj, P0 = None, []
-        if self.train_projection:                         # v2 (ours): a per-fit copy, as Multi-Sub trains visual.proj
-            proj = copy.deepcopy(enc.image_projection).float().train()
-            for p in proj.parameters(): p.requires_grad_(True)
-            P0 = [p.detach().clone() for p in proj.parameters()]
-        model = DProxyModel(v, C, self.tau_alpha, self.heads, self.layers, self.tau, self.gate_bias, self.query,
-                            proj, feats if proj is not None else None, self.fusion).to(dev)
-        groups = [{'params': [model.proxies.q], 'lr': self.lr_proxy}, {'params': model.fusion.parameters(), 'lr': self.lr}]
-        if proj is not None: groups.append({'params': proj.parameters(), 'lr': self.lr_projection})
-        opt = torch.optim.Adam(groups)
-        hist, status, message = [], 'ok', ''
-        watch = self.diagnostics or self.keep_best or self.patience is not None
-        if watch:                                          # per-epoch label-free diagnostics on <= 2000 seeded images
-            sub, prev_y = diagnostic_subset(N, self.seed).to(dev), None
-            q0 = model.proxies.q.detach().clone()
-            drift0 = ([p.detach().clone() for p in model.fusion.parameters()], P0)
-            best, stale, still = [math.inf, None, None, -1], 0, 0     # (relative loss, state, active set, epoch)
-        from tqdm.auto import tqdm
-        t = 0
-        for t in tqdm(range(self.epochs), desc=f"multi-dproxy {dataset}/{concept}", disable=not self.progress, leave=False):
-            snap = copy.deepcopy(model.state_dict())
-            tot, parts_sum, lam_sum, gv_sum, gt_sum = 0.0, {}, 0.0, 0.0, 0.0
-            try:
-                for b, idx in enumerate(batches(N, self.batch_size, gen)):
-                    idx = idx.to(dev)
-                    out = model(idx)
-                    loss, parts = dproxy_loss(out['f'], out['v'], out['w'], out['a'], out['C'], t, self.epochs,
-                                              self.tau_c, self.hard_negatives, align=self.align,
-                                              user_interest=self.user_interest, concept_on=self.concept_on,
-                                              weights=self.weights, w_u=self.w_u, w_c=self.w_c, fused=self.fusion)
-                    if proj is not None and self.proj_anchor > 0:   # weight decay towards the pretrained projection
-                        loss = loss + self.proj_anchor / 2 * sum(((p - q) ** 2).sum() for p, q in zip(proj.parameters(), P0))
-                    if not torch.isfinite(loss): raise NonFiniteLoss('dproxy', b, float(loss.detach()))
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    n = len(idx)
-                    tot += float(loss.detach()) * n
-                    for key in ('La', 'Lu', 'Lc'): parts_sum[key] = parts_sum.get(key, 0.0) + parts[key] * n
-                    lam_sum += float(out['lam'].detach().sum())
-                    if out['gates']:
-                        gv_sum += float(out['gates'][-1][0].detach().mean()) * n
-                        gt_sum += float(out['gates'][-1][1].detach().mean()) * n
-                if not all(torch.isfinite(p).all() for p in model.parameters()):
-                    raise NonFiniteLoss('dproxy', b, float('nan'))
-            except NonFiniteLoss as e:
-                model.load_state_dict(snap)
-                status = 'nonfinite'
-                message = (f"stopped: loss became {e.value} in epoch {t} (batch {e.batch}); kept the parameters from "
-                           f"the end of epoch {t - 1}" if t else f"stopped: loss became {e.value} in epoch 0 (batch "
-                           f"{e.batch}); kept the initial parameters")
-                hist.append(dict(epoch=t, event='nonfinite', batch=e.batch, loss=e.value))
-                break
-            hist.append(dict(epoch=t, event='epoch', loss=tot / N, **{key: v_ / N for key, v_ in parts_sum.items()},
-                             alpha_t=parts['alpha_t'], beta_t=parts['beta_t'],
-                             lam=lam_sum / N, gate_v=gv_sum / N, gate_t=gt_sum / N,
-                             n_candidates=len(model.proxies.active)))
-            if watch:
-                row, prev_y = _diagnose_dproxy(model, sub, q0, drift0, prev_y, true if self.diagnostics else None, k, self.seed)
-                if self.diagnostics: hist[-1].update(row)
-                if row['relative_loss'] < best[0] * (1 - MIN_GAIN):     # keep-best and early stop: the label-free score
-                    best[:] = [row['relative_loss'], copy.deepcopy(model.state_dict()), list(model.proxies.active), t]
-                    stale = 0
-                else: stale += 1
-                still = still + 1 if t and row['changed'] <= self.tol * len(sub) else 0
-            if rounds and (t + 1) % self.prune_every == 0:
-                if len(model.proxies.active) > final:
-                    row = _prune_round(self, model, final, words, t)
-                    if self.eval_rounds and true is not None:
-                        emb = model.embed()
-                        row.update(_metrics(true, kmeans(_clustered(model, emb), k, self.seed, min(self.n_init, 3))))
-                    hist.append(row)
-            if self.patience is not None and (stale >= self.patience or still >= self.patience):
-                hist.append(dict(epoch=t, event='early stop', reason='pseudo-labels settled' if still >= self.patience
-                                 else f'relative loss not improved for {self.patience} epochs'))
-                break
-        if self.keep_best and status == 'ok' and best[1] is not None:   # the state with the lowest relative loss
-            model.load_state_dict(best[1]); model.proxies.active = best[2]
-            hist.append(dict(epoch=best[3], event='restored', relative_loss=best[0], n_candidates=len(best[2])))
-        emb = model.embed()
-        X = _clustered(model, emb)
-        labels = kmeans(X, k, self.seed, self.n_init)
-        pseudo = emb['a'].argmax(1).cpu()
-        score = relative_alignment_loss(emb['v'], emb['w'])
-    kept = [words[i] for i in model.proxies.active]
-    cpu = lambda x: x.detach().cpu().numpy()               # the numpy boundary
-    embeddings = dict(fused=cpu(X), proxy=cpu(emb['w']), alpha=cpu(emb['a']), lam=cpu(emb['lam']),
-                      image=cpu(emb['v']), candidates=cpu(model.proxies.C), pseudo_labels=pseudo.numpy())
-    npc = int(len(np.unique(pseudo.numpy())))
-    params = {**self.params, 'M': M, 'template': template, 'n_candidates_given': n_given, 'n_candidates_start': n0, 'n_candidates_final': len(kept),
-              'candidates_capped': capped, 'prune_rounds': rounds, 'prune_to': final, 'kept_words': kept, 'n_images': N,
-              'threads_used': nthreads, 'score_relative_loss': score, 'n_pseudo_clusters': npc, 'device': str(dev)}
-    res = ClusterResult(self.method, dataset, concept, k, self.seed, labels, embeddings, hist, enc.describe(),
-                        list(words), word_source, 0.0, None, params, status, message)
-    if true is not None:
-        res.metrics = {**_metrics(true, labels), **_metrics(true, pseudo.numpy(), 'pseudo_'), 'n_pseudo_clusters': npc}
-    self.model_, self.result_ = model, res
+    run = _door(self, feats, template, candidates, k, true_labels, M)
+    with seeded(self.seed, self.threads, run.dev) as gen:   # batch order: CPU indices, the same on every device
+        _setup(run)
+        _train(run, gen, f"multi-dproxy {dataset}/{concept}")
+        _keep_best(run)
+        _final_clustering(run)
+    res = _final_result(run, dataset, concept, word_source)
+    self.model_, self.result_ = run.model, res
     res.runtime_s = time.perf_counter() - t0
     return res
 
+MultiDProxy.fit_features = _fit_features
+
+# %% ../nbs/04_dynamic_proxies.ipynb #990ce7f7
 def _select_fit(self: MultiDProxy, feats, template, candidates, k, true_labels=None, dataset='', concept='',
                 word_source='user', M=None) -> ClusterResult:
     '''`select='loss'` (ours, as Multi-Sub's): one label-free fit per value of `grid` (by default the queries' learning
     rate; the projection's is that x 1e-2), on all images or a seeded subset of `select_subset`; the fit with the lowest
     relative loss (images vs proxies) that kept at least 2 pseudo-clusters wins and is refitted on all images.'''
-    from multiclust.multisub import choose_candidate
+    from multiclust.multisub import choose_candidate, selection_subset
     t0 = time.perf_counter()
     feats = check_features(self.encoder, feats)
-    N = len(feats)
-    sub = feats
-    if self.select_subset and N > self.select_subset:
-        sub = feats[torch.randperm(N, generator=torch.Generator().manual_seed(self.seed))[:self.select_subset].sort().values]
+    idx = selection_subset(len(feats), self.seed, self.select_subset)
+    sub = feats if idx is None else feats[idx]
     base = {**self.params, 'select': None}
     (name, values), = self.grid.items()
     config = lambda x: {name: x, **({'lr_projection': x * 1e-2} if name == 'lr_proxy' else {})}
@@ -507,7 +580,7 @@ def _select_fit(self: MultiDProxy, feats, template, candidates, k, true_labels=N
     res.runtime_s = time.perf_counter() - t0
     return res
 
-MultiDProxy.fit_features, MultiDProxy._select_fit = _fit_features, _select_fit
+MultiDProxy._select_fit = _select_fit
 MultiDProxy.PROTOCOL = dict(keep_best=True, patience=5)    # the label-free keep-best and stop of chapter 04c
 MultiDProxy.QUICK = dict(MultiDProxy.PROTOCOL, epochs=10, n_init=3, eval_rounds=False, diagnostics=False)
 MultiDProxy.FULL = dict(MultiDProxy.PROTOCOL, select='loss', select_subset=400, n_init=10)   # the registry's full mode
