@@ -6,7 +6,7 @@
 from __future__ import annotations
 import hashlib, json
 from .features import feature_cache_key
-from .methods import METHODS, MissingWords, MethodUnavailable, resolve_words
+from .methods import METHODS, MissingWords, resolve_words
 from .report import archive_results, upsert_results, row_key
 
 # %% auto #0
@@ -49,8 +49,7 @@ class Ledger:
         spec = self.ds.concept_spec(c)
         try: words, source, _ = resolve_words(METHODS[m], self.ds, c, s, None)
         except MissingWords as e: words, source = None, f'missing: {e}'          # the run itself reports it
-        try: budgets, defaults = METHODS[m].budgets(self.quick), METHODS[m].defaults()
-        except MethodUnavailable as e: budgets = defaults = f'unavailable: {e}'   # its rows are reported, not crashed on
+        budgets, defaults = METHODS[m].budgets(self.quick), METHODS[m].defaults()
         return dict(method=m, budgets=budgets, defaults=defaults, overrides=self.overrides(m), k=self.ds.n_clusters(c),
                     words=words, word_source=source,
                     template=spec.template if spec is not None and METHODS[m].needs_template else None)

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import inspect, re, time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -16,15 +16,13 @@ from .proxy import check_template
 from .core import ClusterResult, Task, check_k, check_features, default_template, prompt_word
 from .baselines import KMeansImages, ZeroShot, TextAnchored, MultiMaP
 from .multisub import MultiSub
+from .dproxy import MultiDProxy
 
 # %% auto #0
-__all__ = ['METHODS', 'WORD_SOURCES', 'MethodUnavailable', 'MissingWords', 'Method', 'control_words', 'resolve_words',
-           'method_entry', 'run_task', 'run_method']
+__all__ = ['METHODS', 'WORD_SOURCES', 'MissingWords', 'Method', 'control_words', 'resolve_words', 'method_entry', 'run_task',
+           'run_method']
 
 # %% ../nbs/04a_methods.ipynb #79ae6fcb
-class MethodUnavailable(RuntimeError):
-    "A registered method whose implementation cannot be imported here (e.g. Multi-DProxy before its chapter is exported)."
-
 class MissingWords(ValueError):
     "A method needs reference words for a (dataset, concept) that has none; the message says to pass `words=[...]`."
 
@@ -32,7 +30,7 @@ class MissingWords(ValueError):
 class Method:
     "One entry of `METHODS`: the class that runs it (the protocol of chapter 01a), the words it needs, what it is."
     name: str
-    impl: type | Callable[[], type]  # the class, or a function that imports it (a later chapter) when called
+    impl: type                    # the class that runs it: `impl(encoder, seed=..., **options).fit_task(task)`
     words: str                    # 'none' | 'reference' | 'labels' | 'random' | 'candidates' | 'wordnet'
     doc: str
     oracle: bool = False          # it reads the true labels (zero-shot over the class names): never for unlabelled photos
@@ -40,35 +38,23 @@ class Method:
     @property
     def needs_template(self) -> bool: return self.words != 'none'
 
-    def load(self) -> type:
-        "The class (imported now if its chapter comes later; `MethodUnavailable` if it cannot be)."
-        return self.impl if isinstance(self.impl, type) else self.impl()
-
     def options(self) -> list[str]:
         "The keyword options a caller may override: the constructor's, except `seed` (every run names its own)."
-        sig = inspect.signature(self.load())
+        sig = inspect.signature(self.impl)
         return [p for p, v in sig.parameters.items() if p != 'seed' and v.kind == v.KEYWORD_ONLY]
 
     def defaults(self) -> dict:
         "The default value (as `repr`) of every option: part of a result's fingerprint, so a changed default recomputes."
-        sig = inspect.signature(self.load())
+        sig = inspect.signature(self.impl)
         return {p: repr(v.default) for p, v in sig.parameters.items() if v.default is not inspect.Parameter.empty}
 
     def budgets(self, quick: bool) -> dict:
         "The class's `QUICK` or `FULL` options (chapter 03a, 03b, 04); a method that trains nothing has one budget: none."
-        return dict(getattr(self.load(), 'QUICK' if quick else 'FULL', {}))
+        return dict(getattr(self.impl, 'QUICK' if quick else 'FULL', {}))
 
     def __repr__(self): return f"Method({self.name!r}: {self.doc})"
 
 # %% ../nbs/04a_methods.ipynb #7a7c7de2
-def _multidproxy():
-    try: from multiclust.dproxy import MultiDProxy
-    except ImportError as e:
-        raise MethodUnavailable(f"method 'multidproxy' needs multiclust.dproxy (chapter nbs/04_dynamic_proxies.ipynb), "
-                                f"which cannot be imported here ({type(e).__name__}: {e}); export it with nbdev_export, "
-                                f"or run another method: {', '.join(n for n in METHODS if n != 'multidproxy')}") from None
-    return MultiDProxy
-
 METHODS: dict[str, Method] = {m.name: m for m in [
     Method('kmeans', KMeansImages, 'none', 'k-means on the L2-normalised image embeddings'),
     Method('zeroshot-gpt', ZeroShot, 'reference', 'zero-shot: each image -> its most similar reference-word prompt (CLIP_GPT)'),
@@ -79,7 +65,7 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method('zeroshot-wordnet', ZeroShot, 'wordnet', 'zero-shot over label-blind WordNet hyponyms of the concept word (no LLM, no authored list)'),
     Method('multisub-wordnet', MultiSub, 'wordnet', 'Multi-Sub with label-blind WordNet hyponyms of the concept word as reference words'),
     Method('multisub-randwords', MultiSub, 'random', 'Multi-Sub with as many random WordNet nouns as reference words (control)'),
-    Method('multidproxy', _multidproxy, 'candidates', 'Multi-DProxy: dynamic proxies (chapter 04)'),
+    Method('multidproxy', MultiDProxy, 'candidates', 'Multi-DProxy: dynamic proxies (chapter 04)'),
 ]}
 
 # %% ../nbs/04a_methods.ipynb #195ea803
@@ -130,7 +116,7 @@ def method_entry(name: str, overrides=()) -> Method:
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; METHODS: {', '.join(METHODS)}")
     m = METHODS[name]
-    opts = m.options()                                         # an unavailable method fails here
+    opts = m.options()
     bad = [o for o in overrides if o not in opts]
     if bad: raise ValueError(f"method {name!r}: unknown option(s) {bad}; its options are {opts}")
     return m
@@ -144,7 +130,7 @@ def run_task(name: str, encoder: Encoder, task: Task, seed: int = 0, *, quick: b
     opts = m.options()
     kw = {**m.budgets(quick), **overrides}
     if 'progress' in opts: kw.setdefault('progress', progress)   # a full-mode fit takes minutes: show it when asked
-    res = m.load()(encoder, seed=seed, **kw).fit_task(task)
+    res = m.impl(encoder, seed=seed, **kw).fit_task(task)
     res.method = name + (' (oracle)' if m.oracle else '')
     res.dataset, res.concept, res.word_source, res.seed = task.dataset, task.concept, task.word_source, seed
     res.encoder = encoder.describe()

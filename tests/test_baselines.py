@@ -1,5 +1,4 @@
 "Baselines (multiclust.baselines) and the method registry (multiclust.methods): every method end to end, bad input, the oracle and control labels."
-import sys
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ from multiclust.features import extract_features
 from multiclust.core import ClusterResult
 from multiclust.baselines import MultiMaP, hull_residual, text_anchored, zeroshot
 from multiclust.proxy import image_embeddings, prompt_embeddings
-from multiclust.methods import METHODS, MissingWords, MethodUnavailable, run_method
+from multiclust.methods import METHODS, MissingWords, run_method
 
 
 pytestmark = pytest.mark.usefixtures('isolated_cache')   # conftest: a temporary cache, never ~/.cache
@@ -50,20 +49,10 @@ def test_every_method_runs(enc, syn, name):
     assert r.method == (name + ' (oracle)' if name == 'zeroshot-label' else name)
 
 
-def test_multidproxy_runs_or_says_why(enc, syn):
-    try:
-        import multiclust.dproxy  # noqa: F401
-    except ImportError:
-        pytest.skip('multiclust.dproxy not exported yet (covered by test_multidproxy_unavailable)')
+def test_multidproxy_gets_the_candidate_list(enc, syn):
     r = run_method('multidproxy', enc, syn, 'color', quick=True)
     _ok(r, syn.n_clusters('color'), len(syn))
     assert r.method == 'multidproxy' and r.params['n_candidates_given'] > 12     # the registry hands it the whole candidate list
-
-
-def test_multidproxy_unavailable(enc, syn, monkeypatch):
-    monkeypatch.setitem(sys.modules, 'multiclust.dproxy', None)     # import fails as if the chapter were missing
-    with pytest.raises(MethodUnavailable, match='multiclust.dproxy'):
-        run_method('multidproxy', enc, syn, 'color', quick=True)
 
 
 def test_randwords_are_seeded_and_as_many(enc, syn):
@@ -162,8 +151,7 @@ def test_offline_encoder_synthetic(offline_encoder, tmp_path):
     ds = load_dataset('synthetic').subset(range(36))
     fs = extract_features(offline_encoder, ds, progress=False)
     for name in METHODS:
-        try: r = run_method(name, offline_encoder, ds, 'shape', feats=fs, quick=True)
-        except MethodUnavailable: continue
+        r = run_method(name, offline_encoder, ds, 'shape', feats=fs, quick=True)
         assert r.k == ds.n_clusters('shape') and np.isfinite(r.metrics['nmi']) and r.encoder['encoder'] == 'offline'
 
 
