@@ -16,7 +16,7 @@ from .clip import Encoder, PromptError
 from .proxy import (reference_embeddings, check_template, make_text_path, alignment_loss, batches,
                               image_embeddings, prompt_embeddings)
 from .losses import joint_embedding
-from .core import ClusterResult, Task, TaskMethod, fit_inputs, check_k, check_features, kmeans, seeded, prompt_word
+from .core import ClusterResult, Task, TaskMethod, fit_inputs, check_features, kmeans, seeded, prompt_word
 from .diagnostics import epoch_diagnostics, diagnostic_subset
 
 # %% auto #0
@@ -89,7 +89,7 @@ def text_anchored(encoder: Encoder, feats, template: str, words: Sequence[str], 
 class KMeansImages(TaskMethod):
     "`kmeans_images` behind the protocol: k-means on the image embeddings; the task's words are not read."
     def __init__(self, encoder: Encoder, *, n_init: int = 10, seed: int = 0): self.encoder, self.n_init, self.seed = encoder, n_init, seed
-    def fit_features(self, feats, template=None, words=(), k: int = 2, true_labels=None, dataset='', concept='', word_source='none'):
+    def fit_features(self, feats, template, words, k: int, true_labels=None, dataset='', concept='', word_source='none'):
         return kmeans_images(self.encoder, feats, k, self.seed, self.n_init, true_labels, dataset, concept)
 
 class ZeroShot(TaskMethod):
@@ -159,9 +159,8 @@ class MultiMaP(TaskMethod):
         if not lr > 0: raise ValueError(f"lr must be > 0, got {lr}")
         if isinstance(contrast, str) and not others:
             raise ValueError(f"contrast must be a list of concept words or 'others' (the task's other concepts), got the string {contrast!r}")
-        if others: contrast = 'others'
-        elif gamma > 0 and not contrast: raise ValueError("gamma > 0 needs contrast=[...]: the concept words to keep the proxy away from")
-        elif contrast and gamma == 0: raise ValueError(f"contrast={list(contrast)} has no effect with gamma=0: set gamma > 0")
+        if not others and gamma > 0 and not contrast: raise ValueError("gamma > 0 needs contrast=[...]: the concept words to keep the proxy away from")
+        if not others and contrast and gamma == 0: raise ValueError(f"contrast={list(contrast)} has no effect with gamma=0: set gamma > 0")
         self.encoder, self.text_embeddings, self.progress, self.diagnostics = encoder, text_embeddings, progress, diagnostics
         self.params = dict(epochs=epochs, lr=lr, alpha=alpha, beta=beta, gamma=gamma, contrast=contrast if others else list(contrast),
                            space=space, batch_size=batch_size, lr_proj=lr_proj, cluster_on=cluster_on, n_init=n_init,
@@ -321,8 +320,9 @@ def _fit_task_map(self: MultiMaP, t: Task) -> ClusterResult:
     collection with one concept has none and runs with gamma 0. The row says where the contrast came from."""
     if self.contrast != 'others': return TaskMethod.fit_task(self, t)
     others = [c for c in t.concepts if c != t.concept]
-    res = TaskMethod.fit_task(MultiMaP(self.encoder, **{**self._options, 'contrast': others,
-                                                         'gamma': self.gamma if others else 0.0}), t)
+    inner = MultiMaP(self.encoder, **{**self._options, 'contrast': others, 'gamma': self.gamma if others else 0.0})
+    res = TaskMethod.fit_task(inner, t)
+    self.state_ = inner.state_                           # what `fit_features` leaves on the object, as for any fit
     res.params['contrast_from'] = ("the dataset's other concepts" if others else
                                    f"none: {t.dataset!r} has no concept besides {t.concept!r}")
     return res

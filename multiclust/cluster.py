@@ -142,7 +142,7 @@ def _run(name: str, encoder, feats, template, words: list[str], word_source: str
     m = method_entry(name, overrides)
     if m.oracle or m.words == 'labels': raise ValueError(f"method {name!r} needs the true labels (an oracle); pick another")
     ws, source = ([], 'none') if m.words == 'none' else control_words(m, list(words), word_source, seed)
-    task = Task(feats, template, ws, k, source, None, dataset, concept, [concept])
+    task = Task(feats, template, ws, k, word_source=source, dataset=dataset, concept=concept, concepts=[concept])
     return run_task(name, encoder, task, seed, quick=quick, progress=progress, **overrides)
 
 # %% ../nbs/06_cluster.ipynb #ca126b55

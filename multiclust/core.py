@@ -130,7 +130,7 @@ class DataError(ValueError):
 # %% ../nbs/01a_core.ipynb #2db4bd11
 @dataclass
 class Task:
-    "One clustering job, resolved: what every method's `fit_task` receives (see above)."
+    "One clustering job, resolved: what every method's `fit_task` receives; `true` is read only to score and for diagnostics."
     feats: torch.Tensor           # (N, feature_dim) frozen features
     template: str | None          # the prompt pattern the words fill ('*'), None for a method without words
     words: list[str]              # the reference words (the candidates, for Multi-DProxy)

@@ -350,3 +350,8 @@ def make_synthetic(root=None, n: int = 360, seed: int = 0, size: int = 64, exclu
     ds = Dataset.from_folder(dest, spec=None, name='synthetic', validate=validate, min_classes=1)  # `only` may fix a concept
     ds.spec = REGISTRY['synthetic']   # the csv columns are the registered concept names
     return ds
+
+# %% ../nbs/01c_data.ipynb #1090a4b2
+if __name__ == '__main__' and getattr(globals().get('__spec__'), 'name', None) == 'multiclust.data':   # not in the notebook
+    raise SystemExit("python -m multiclust.data: the feature cache's command line is now python -m multiclust.features "
+                     "(same arguments; chapter 01d)")

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .clip import Encoder, PromptError
 from .proxy import NonFiniteLoss, alignment_loss, batches, check_template, prompt_embeddings
-from .core import ClusterResult, Task, TaskMethod, fit_inputs, check_k, check_features, kmeans, _metrics, seeded
+from .core import ClusterResult, Task, TaskMethod, fit_inputs, check_features, kmeans, _metrics, seeded
 from .data import resolve_task
 from .diagnostics import (MIN_GAIN, epoch_diagnostics, diagnostic_subset,   # MIN_GAIN: the same threshold as Multi-Sub's
                                     relative_alignment_loss)
@@ -42,8 +42,7 @@ def _check_words(words) -> list[str]:
 @torch.no_grad()
 def candidate_embeddings(encoder: Encoder, template: str, words: Sequence[str], batch_size: int = 256) -> torch.Tensor:
     "Normalised text embeddings $c_k$ `(n, embed_dim)` of the checked candidate list: chapter 02's `prompt_embeddings`, in float32."
-    check_template(encoder, template)
-    return prompt_embeddings(encoder, template, _check_words(words), batch_size).float()
+    return prompt_embeddings(encoder, template, _check_words(words), batch_size).float()   # it checks the template
 
 class CandidateProxies(nn.Module):
     "Per-image queries $w'_i$ -> attention $\\alpha_i$ over the active candidates -> proxies $w_i=\\sum_k\\alpha_{ik}c_k$."

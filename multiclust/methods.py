@@ -8,9 +8,6 @@ import inspect, re, time
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
-import torch
-
 from .clip import Encoder, PromptError
 from .proxy import check_template
 from .core import ClusterResult, Task, check_k, check_features, default_template, prompt_word
@@ -112,7 +109,7 @@ def resolve_words(m: Method, ds, concept: str, seed: int, words) -> tuple[list[s
     return (*control_words(m, ws, src, seed), n_base)
 
 def method_entry(name: str, overrides=()) -> Method:
-    "The entry `name` of `METHODS`, its class importable and every override one of its options: else a clear error, before any work."
+    "The entry `name` of `METHODS`, every override one of its options: else a clear error, before any work."
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; METHODS: {', '.join(METHODS)}")
     m = METHODS[name]
@@ -162,7 +159,8 @@ def run_method(name: str, encoder: Encoder, dataset, concept: str, seed: int = 0
     feats = check_features(encoder, feats)
     if len(feats) != len(ds): raise ValueError(f"feats has {len(feats)} rows for the {len(ds)} images of {ds.name!r}")
     feature_s = time.perf_counter() - t0
-    task = Task(feats, template, ws, k, source, true, ds.name, concept, list(ds.concepts), n_base)
+    task = Task(feats, template, ws, k, word_source=source, true=true, dataset=ds.name, concept=concept,
+                concepts=list(ds.concepts), n_base=n_base)
     res = run_task(name, encoder, task, seed, quick=quick, progress=progress, **overrides)
     res.params['feature_s'] = round(feature_s, 3)
     return res

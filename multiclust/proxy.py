@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .clip import Encoder, OpenCLIPEncoder, PromptError
-from .core import check_features, prompt_word, word_prompts
+from .core import check_features, word_prompts
 
 # %% auto #0
 __all__ = ['TEXT_PATHS', 'reference_embeddings', 'check_template', 'Proxies', 'TextPath', 'TruncatedTextPath',

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 from urllib.parse import urlsplit
 
+from .core import prompt_word
+
 # %% auto #0
 __all__ = ['DEFAULT_MODEL', 'N_CANDIDATES', 'N_BASE', 'SYSTEM_PROMPT', 'PROMPT_TEMPLATE', 'WORDNET_SOURCE',
            'WORDNET_ATTRIBUTE_FILES', 'WORDFREQ_SOURCE', 'MIN_ZIPF', 'IMAGE_CHOSEN_SOURCE', 'CACHE_FORMAT',
@@ -49,7 +51,6 @@ _WORD_RE = re.compile(r"[a-z0-9][a-z0-9'\-]*(?: [a-z0-9][a-z0-9'\-]*){0,3}")
 def normalise_word(w) -> str:
     "A word from an LLM or a user: lowercase, surrounding quotes and trailing punctuation dropped, then `prompt_word` (chapter 01a); '' if nothing is left."
     if not isinstance(w, str): raise TypeError(f"reference word must be a string, got {type(w).__name__}: {w!r}")
-    from multiclust.core import prompt_word      # here, not at the top: this module loads without torch
     w = w.replace("_", " ").strip().lower().strip("\"'`“”‘’ ").rstrip(".,;:!?").strip()
     return prompt_word(w) if w else ""
 
