@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_dynamic_proxies.ipynb #7a2035ed
 from __future__ import annotations
-import contextlib, copy, math, time, warnings
+import copy, math, time, warnings
 from types import SimpleNamespace
 from typing import Sequence
 
@@ -278,6 +278,10 @@ def check_dproxy_options(**options) -> dict:
     if o.user_interest not in USER_INTEREST:
         raise ValueError(f"user_interest must be one of {USER_INTEREST}, got {o.user_interest!r}")
     if o.concept_on not in CONCEPT_ON: raise ValueError(f"concept_on must be one of {CONCEPT_ON}, got {o.concept_on!r}")
+    if not getattr(o, 'fusion', True) and (o.align == 'fused-image' or o.concept_on == 'fused'):   # it failed deep in training before
+        raise ValueError(f"fusion=False leaves no fused feature for align={o.align!r} / concept_on={o.concept_on!r}: without "
+                         "fusion the clustered feature is the concatenation [proxy; image], twice the image's width; use "
+                         "align='proxy' and concept_on='image' or None (the defaults)")
     if o.weights not in WEIGHTS: raise ValueError(f"weights must be one of {WEIGHTS}, got {o.weights!r}")
     if o.start not in ('base', 'budget'): raise ValueError(f"start must be 'base' or 'budget', got {o.start!r}")
     if o.select not in (None, 'loss'): raise ValueError(f"select must be None or 'loss', got {o.select!r}")
