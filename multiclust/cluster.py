@@ -4,8 +4,7 @@
 
 # %% ../nbs/06_cluster.ipynb #7bf36a44
 from __future__ import annotations
-import argparse, base64, hashlib, html, io, json, os, shutil, sys, time, warnings
-from dataclasses import dataclass, field
+import argparse, base64, hashlib, html, io, json, os, shutil, time, warnings
 from pathlib import Path
 from typing import Sequence
 

@@ -11,11 +11,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .clip import Encoder, PromptError
+from .clip import Encoder
 from .proxy import (Proxies, NonFiniteLoss, reference_embeddings, check_template, make_text_path,
                               phase1_epoch, RowAdagrad)
 from .losses import pseudo_labels, joint_embedding, phase2_epoch, INTRA
-from .diagnostics import (MIN_GAIN, spread, effective_rank, relative_alignment_loss, epoch_diagnostics,
+from .diagnostics import (MIN_GAIN, spread, relative_alignment_loss, epoch_diagnostics,
                                     diagnostic_subset)
 from .core import (ClusterResult, TaskMethod, fit_inputs, word_prompts, kmeans, _metrics, seeded, _threads,
                              _rng_devices)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01f_toy_clip.ipynb #75629f2f
 from __future__ import annotations
-import json, math, os, re, time, warnings, logging
+import json, math, os, re, time, logging
 from pathlib import Path
 
 import numpy as np
