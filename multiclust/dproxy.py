@@ -278,7 +278,7 @@ def check_dproxy_options(**options) -> dict:
     if o.user_interest not in USER_INTEREST:
         raise ValueError(f"user_interest must be one of {USER_INTEREST}, got {o.user_interest!r}")
     if o.concept_on not in CONCEPT_ON: raise ValueError(f"concept_on must be one of {CONCEPT_ON}, got {o.concept_on!r}")
-    if not getattr(o, 'fusion', True) and (o.align == 'fused-image' or o.concept_on == 'fused'):   # it failed deep in training before
+    if not o.fusion and (o.align == 'fused-image' or o.concept_on == 'fused'):   # it failed deep in training before
         raise ValueError(f"fusion=False leaves no fused feature for align={o.align!r} / concept_on={o.concept_on!r}: without "
                          "fusion the clustered feature is the concatenation [proxy; image], twice the image's width; use "
                          "align='proxy' and concept_on='image' or None (the defaults)")
